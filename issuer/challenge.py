@@ -1,0 +1,92 @@
+"""Challenge codes, and finding a challenge line in a job's log or in its annotations.
+
+The workflow prints ``challenge_line(code)``, a ``::notice::`` workflow command. The runner
+consumes it: the log shows ``##[notice]`` followed by the payload, and the check run gets a
+notice annotation whose message is the payload. One printed line serves both channels.
+
+Matching is exact, line by line, after undoing what GitHub does to a log (byte-order mark,
+timestamps, ANSI colour codes). A masked code (``***``) never matches, and neither does the
+echo of a ``run:`` step's script, which GitHub prints before the step's output: the script
+only shows that the code was written, not that the step printed it.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+PAYLOAD_PREFIX = "fork-oidc-challenge "
+
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z ")
+# CSI sequences (colours, cursor moves) and the two-byte escapes; see ECMA-48.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+_CODE = re.compile(r"^[A-Za-z0-9_-]{22,}$")
+
+
+def new_code() -> str:
+    """192 random bits, URL-safe."""
+    return secrets.token_urlsafe(24)
+
+
+def looks_like_code(text: str) -> bool:
+    return bool(_CODE.match(text))
+
+
+def payload(code: str) -> str:
+    return PAYLOAD_PREFIX + code
+
+
+def challenge_line(code: str) -> str:
+    """What the workflow prints, on a line of its own."""
+    return "::notice::" + payload(code)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    number: int  # 1-based, counting only timestamped lines
+    text: str  # without timestamp and ANSI codes
+    in_step_header: bool  # part of the echoed script of a ``run:`` step
+
+
+def clean(raw: str) -> str:
+    return _ANSI.sub("", raw).rstrip("\r\n").rstrip()
+
+
+def log_lines(log: str) -> Iterable[LogLine]:
+    """The lines of a job log as printed, continuation lines folded into the line before."""
+    in_header = False
+    number = 0
+    for raw in log.lstrip("\ufeff").splitlines():
+        stamp = _TIMESTAMP.match(raw)
+        if stamp is None:
+            continue  # continuation of a multi-line message: never a line of its own
+        number += 1
+        text = clean(raw[stamp.end() :])
+        if text.startswith("##[group]Run "):
+            in_header = True
+            yield LogLine(number, text, True)
+            continue
+        if in_header and text.startswith("##[endgroup]"):
+            in_header = False
+            yield LogLine(number, text, True)
+            continue
+        yield LogLine(number, text, in_header)
+
+
+def _is_challenge(text: str, code: str) -> bool:
+    expected = payload(code)
+    return text in (expected, "##[notice]" + expected, challenge_line(code))
+
+
+def find_in_log(log: str, code: str) -> int | None:
+    """The line number at which the step's output holds the challenge, or None."""
+    for line in log_lines(log):
+        if not line.in_step_header and _is_challenge(line.text, code):
+            return line.number
+    return None
+
+
+def annotation_matches(message: str | None, code: str) -> bool:
+    return message is not None and clean(message) == payload(code)

@@ -1,0 +1,121 @@
+"""The issuer's configuration, from ``ISSUER_*`` environment variables, validated at once."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """One setting is missing or malformed: the message names it and what is wrong."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class IssuerConfig:
+    issuer_url: str
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
+    github_api_url: str = "https://api.github.com"
+    github_tokens: tuple[str, ...] = field(default=(), repr=False)
+    admin_token: str | None = field(default=None, repr=False)
+    key_encryption_key: bytes | None = field(default=None, repr=False)
+    token_ttl: int = 300
+    claim_ttl: int = 600
+    allowed_audiences: tuple[str, ...] | None = None
+    default_audience: str | None = None
+    poll_interval: int = 2
+
+    @property
+    def audience_when_unnamed(self) -> str:
+        return self.default_audience or self.issuer_url
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> IssuerConfig:
+        """Build from environment variables; raises ConfigError naming the first bad one."""
+        issuer_url = _url(env, "ISSUER_URL", required=True)
+        assert issuer_url is not None
+        redis_url = env.get("ISSUER_REDIS_URL") or None
+        if redis_url is not None and urlsplit(redis_url).scheme not in _REDIS_SCHEMES:
+            raise ConfigError(
+                "ISSUER_REDIS_URL",
+                "must be a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL",
+            )
+        kek = _key_encryption_key(env)
+        if redis_url is not None and kek is None:
+            raise ConfigError(
+                "ISSUER_KEY_ENCRYPTION_KEY",
+                "required when ISSUER_REDIS_URL is set (32 random bytes, base64)",
+            )
+        allowed = _csv(env, "ISSUER_ALLOWED_AUDIENCES")
+        default_audience = env.get("ISSUER_DEFAULT_AUDIENCE") or None
+        if allowed and default_audience and default_audience not in allowed:
+            raise ConfigError("ISSUER_DEFAULT_AUDIENCE", "is not one of ISSUER_ALLOWED_AUDIENCES")
+        return cls(
+            issuer_url=issuer_url,
+            redis_url=redis_url,
+            github_api_url=_url(env, "ISSUER_GITHUB_API_URL") or "https://api.github.com",
+            github_tokens=tuple(_csv(env, "ISSUER_GITHUB_TOKEN") or ()),
+            admin_token=env.get("ISSUER_ADMIN_TOKEN") or None,
+            key_encryption_key=kek,
+            token_ttl=_seconds(env, "ISSUER_TOKEN_TTL", 300, low=30, high=3600),
+            claim_ttl=_seconds(env, "ISSUER_CLAIM_TTL", 600, low=30, high=86400),
+            allowed_audiences=tuple(allowed) if allowed else None,
+            default_audience=default_audience,
+            poll_interval=_seconds(env, "ISSUER_POLL_INTERVAL", 2, low=1, high=60),
+        )
+
+
+_REDIS_SCHEMES = {"redis", "rediss", "unix", "redis+sentinel", "redis+cluster", "rediss+cluster"}
+
+
+def _url(env: Mapping[str, str], name: str, *, required: bool = False) -> str | None:
+    value = env.get(name, "").strip()
+    if not value:
+        if required:
+            raise ConfigError(name, "is required (e.g. https://issuer.example.com)")
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(name, "must be an absolute http(s) URL")
+    if parts.query or parts.fragment:
+        raise ConfigError(name, "must not have a query or fragment")
+    return value.rstrip("/")
+
+
+def _csv(env: Mapping[str, str], name: str) -> list[str] | None:
+    value = env.get(name, "")
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    return items or None
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ConfigError(name, "must be a whole number of seconds")
+    value = int(raw)
+    if not low <= value <= high:
+        raise ConfigError(name, f"must be between {low} and {high} seconds")
+    return value
+
+
+def _key_encryption_key(env: Mapping[str, str]) -> bytes | None:
+    raw = env.get("ISSUER_KEY_ENCRYPTION_KEY", "").strip()
+    if not raw:
+        return None
+    try:
+        padded = raw + "=" * (-len(raw) % 4)
+        altchars = b"-_" if ("-" in raw or "_" in raw) else None
+        key = base64.b64decode(padded, altchars=altchars, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("ISSUER_KEY_ENCRYPTION_KEY", "is not valid base64") from None
+    if len(key) != 32:
+        raise ConfigError("ISSUER_KEY_ENCRYPTION_KEY", f"must decode to 32 bytes, not {len(key)}")
+    return key

@@ -1,0 +1,125 @@
+"""The parts of GitHub's run and job objects the issuer relies on, parsed strictly.
+
+Everything a token says comes from here, that is from GitHub's answer, never from a claim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class MalformedAnswer(Exception):
+    """GitHub's answer lacks a field the issuer needs."""
+
+
+@dataclass(frozen=True)
+class RepoFacts:
+    id: int
+    full_name: str
+    private: bool
+    visibility: str
+    owner_login: str
+    owner_id: int
+
+    @classmethod
+    def parse(cls, data: Any) -> RepoFacts:
+        try:
+            private = bool(data["private"])
+            return cls(
+                id=int(data["id"]),
+                full_name=str(data["full_name"]),
+                private=private,
+                visibility=str(data.get("visibility") or ("private" if private else "public")),
+                owner_login=str(data["owner"]["login"]),
+                owner_id=int(data["owner"]["id"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedAnswer(f"repository: {exc!r}") from None
+
+
+@dataclass(frozen=True)
+class PullRequestFacts:
+    number: int
+    base_ref: str
+    head_ref: str
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    id: int
+    name: str
+    path: str
+    run_number: int
+    run_attempt: int
+    status: str
+    conclusion: str | None
+    event: str
+    head_sha: str
+    head_branch: str
+    actor_login: str
+    actor_id: int
+    triggering_actor_login: str
+    repository: RepoFacts
+    head_repository: RepoFacts
+    pull_requests: tuple[PullRequestFacts, ...]
+
+    @classmethod
+    def parse(cls, data: Any) -> RunFacts:
+        try:
+            actor = data.get("actor") or {}
+            triggering = data.get("triggering_actor") or actor
+            head_repo = data.get("head_repository") or data["repository"]
+            return cls(
+                id=int(data["id"]),
+                name=str(data.get("name") or ""),
+                path=str(data.get("path") or ""),
+                run_number=int(data["run_number"]),
+                run_attempt=int(data.get("run_attempt") or 1),
+                status=str(data["status"]),
+                conclusion=data.get("conclusion"),
+                event=str(data["event"]),
+                head_sha=str(data["head_sha"]),
+                head_branch=str(data.get("head_branch") or ""),
+                actor_login=str(actor.get("login", "")),
+                actor_id=int(actor.get("id", 0)),
+                triggering_actor_login=str(triggering.get("login", "")),
+                repository=RepoFacts.parse(data["repository"]),
+                head_repository=RepoFacts.parse(head_repo),
+                pull_requests=tuple(
+                    PullRequestFacts(
+                        number=int(pr["number"]),
+                        base_ref=str(pr["base"]["ref"]),
+                        head_ref=str(pr["head"]["ref"]),
+                    )
+                    for pr in data.get("pull_requests") or ()
+                ),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedAnswer(f"workflow run: {exc!r}") from None
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    id: int
+    name: str
+    status: str
+    run_attempt: int
+    runner_group_name: str | None
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    @classmethod
+    def parse(cls, data: Any) -> JobFacts:
+        try:
+            return cls(
+                id=int(data["id"]),
+                name=str(data.get("name") or ""),
+                status=str(data["status"]),
+                run_attempt=int(data.get("run_attempt") or 1),
+                runner_group_name=data.get("runner_group_name"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedAnswer(f"job: {exc!r}") from None

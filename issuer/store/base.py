@@ -1,0 +1,33 @@
+"""The one interface to shared state: every replica is stateless, what is shared lives here.
+
+Values are bytes; keys are strings. Keys that must live together in a Redis Cluster share a
+hash tag (``{...}``): callers build them with :func:`tagged`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+def tagged(tag: str, *parts: str) -> str:
+    """A key whose Redis Cluster slot is decided by ``tag`` alone."""
+    return ":".join(["{" + tag + "}", *parts])
+
+
+class Store(Protocol):
+    async def get(self, key: str) -> bytes | None:
+        """The value, or None when absent or expired."""
+
+    async def set(
+        self, key: str, value: bytes, *, ttl: float | None = None, only_if_absent: bool = False
+    ) -> bool:
+        """Store ``value``; with ``only_if_absent`` the write happens only if the key does not
+        exist, atomically across replicas. True if written."""
+
+    async def delete(self, key: str) -> bool:
+        """True if the key existed."""
+
+    async def ping(self) -> bool:
+        """True if the store answers."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,78 @@
+"""Redis store: standalone, Sentinel or Cluster, through redis-py's asyncio client."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisError
+
+
+class StoreUnavailable(Exception):
+    """Redis could not be reached or answered with an error."""
+
+
+def connect(url: str) -> Any:
+    """A redis-py asyncio client for ``url``.
+
+    ``redis://`` / ``rediss://`` is standalone; ``redis+cluster://`` a Cluster (any node);
+    ``redis+sentinel://host:port[,host:port]/MASTER_NAME`` a Sentinel-managed master.
+    """
+    scheme = urlsplit(url).scheme
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        return RedisCluster.from_url(url.replace("+cluster", "", 1))
+    if scheme == "redis+sentinel":
+        parts = urlsplit(url)
+        hosts = []
+        for hostport in parts.netloc.split("@")[-1].split(","):
+            host, _, port = hostport.partition(":")
+            hosts.append((host, int(port or 26379)))
+        master = parts.path.strip("/") or parse_qs(parts.query).get("master", ["mymaster"])[0]
+        sentinel = Sentinel(hosts, password=parts.password)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(master)
+    return aioredis.from_url(url)
+
+
+class RedisStore:
+    def __init__(self, client: Any) -> None:
+        self._redis = client
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisStore:
+        return cls(connect(url))
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            value = await self._redis.get(key)
+        except RedisError as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+        return None if value is None else bytes(value)
+
+    async def set(
+        self, key: str, value: bytes, *, ttl: float | None = None, only_if_absent: bool = False
+    ) -> bool:
+        px = None if ttl is None else max(1, math.ceil(ttl * 1000))
+        try:
+            written = await self._redis.set(key, value, px=px, nx=only_if_absent)
+        except RedisError as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+        return bool(written)
+
+    async def delete(self, key: str) -> bool:
+        try:
+            return bool(await self._redis.delete(key))
+        except RedisError as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self._redis.aclose()

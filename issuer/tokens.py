@@ -1,0 +1,80 @@
+"""The claims of an issued token, and signing it.
+
+Claim names and string values follow GitHub Actions' own OIDC tokens, so that verifiers
+written for those read ours unchanged. Every value comes from GitHub's answers.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from joserfc import jwt
+
+from issuer.github.channels import Sighting
+from issuer.github.facts import RunFacts
+from issuer.keys import SigningKey
+
+
+def runner_environment(runner_group_name: str | None) -> str | None:
+    if runner_group_name is None:
+        return None
+    return "github-hosted" if runner_group_name == "GitHub Actions" else "self-hosted"
+
+
+def token_claims(
+    *,
+    issuer: str,
+    audience: str,
+    run: RunFacts,
+    sighting: Sighting,
+    now: int,
+    ttl: int,
+) -> dict[str, Any]:
+    repo = run.repository
+    head = run.head_repository
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": f"repo:{repo.full_name}:pull_request",
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl,
+        "jti": secrets.token_urlsafe(16),
+        "repository": repo.full_name,
+        "repository_id": str(repo.id),
+        "repository_owner": repo.owner_login,
+        "repository_owner_id": str(repo.owner_id),
+        "repository_visibility": repo.visibility,
+        "run_id": str(run.id),
+        "run_number": str(run.run_number),
+        "run_attempt": str(run.run_attempt),
+        "event_name": run.event,
+        "sha": run.head_sha,
+        "head_sha": run.head_sha,
+        "head_ref": run.head_branch,
+        "head_repository": head.full_name,
+        "head_repository_id": str(head.id),
+        "head_repository_owner": head.owner_login,
+        "head_repository_owner_id": str(head.owner_id),
+        "actor": run.actor_login,
+        "actor_id": str(run.actor_id),
+        "workflow": run.name,
+        "job_id": str(sighting.job_id),
+        "challenge_channel": sighting.channel,
+    }
+    if run.path:
+        claims["workflow_path"] = run.path
+    environment = runner_environment(sighting.runner_group_name)
+    if environment is not None:
+        claims["runner_environment"] = environment
+    if run.pull_requests:  # same-repository pull requests only: GitHub lists none for forks
+        pull = run.pull_requests[0]
+        claims["pull_request_number"] = str(pull.number)
+        claims["base_ref"] = pull.base_ref
+        claims["ref"] = f"refs/pull/{pull.number}/merge"
+    return claims
+
+
+def sign(claims: dict[str, Any], key: SigningKey) -> str:
+    return jwt.encode({"alg": key.alg, "kid": key.kid, "typ": "JWT"}, claims, key.key)

@@ -1,0 +1,52 @@
+import asyncio
+
+from issuer.store import Store, tagged
+
+
+async def test_a_missing_key_reads_as_none(store: Store) -> None:
+    assert await store.get("nothing-here") is None
+
+
+async def test_a_value_reads_back_as_written(store: Store) -> None:
+    await store.set("k", b"\x00value\xff")
+    assert await store.get("k") == b"\x00value\xff"
+
+
+async def test_a_value_expires_after_its_ttl(store: Store) -> None:
+    await store.set("short", b"v", ttl=0.05)
+    await asyncio.sleep(0.12)
+    assert await store.get("short") is None
+
+
+async def test_only_if_absent_refuses_to_overwrite(store: Store) -> None:
+    assert await store.set("once", b"first", only_if_absent=True)
+    assert not await store.set("once", b"second", only_if_absent=True)
+    assert await store.get("once") == b"first"
+
+
+async def test_only_if_absent_writes_again_after_expiry(store: Store) -> None:
+    await store.set("lease", b"a", ttl=0.05, only_if_absent=True)
+    await asyncio.sleep(0.12)
+    assert await store.set("lease", b"b", ttl=1, only_if_absent=True)
+
+
+async def test_concurrent_only_if_absent_writes_have_one_winner(store: Store) -> None:
+    results = await asyncio.gather(
+        *(store.set("race", str(i).encode(), only_if_absent=True) for i in range(50))
+    )
+    assert results.count(True) == 1
+
+
+async def test_delete_reports_whether_the_key_existed(store: Store) -> None:
+    await store.set("gone", b"v")
+    assert await store.delete("gone")
+    assert not await store.delete("gone")
+    assert await store.get("gone") is None
+
+
+async def test_the_store_answers_a_ping(store: Store) -> None:
+    assert await store.ping()
+
+
+def test_tagged_keys_share_the_cluster_slot_of_their_tag() -> None:
+    assert tagged("claim:ab", "used") == "{claim:ab}:used"
