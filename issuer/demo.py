@@ -1,0 +1,157 @@
+"""``issuer demo``: the whole flow on loopback with nothing configured.
+
+The GitHub simulator, the issuer (in-process store), a fork pull-request run with two jobs:
+``claim`` makes the claim, prints the challenge line and completes; ``build`` exchanges the
+claim once GitHub serves the finished job's log. The token is then verified as a relying party
+would: through the issuer's discovery document and JWKS, over HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from issuer.app import create_app
+from issuer.client.workflow import RunIdentity, WorkflowClient
+from issuer.config import IssuerConfig
+from issuer.service import IssuerService
+from issuer.serving import BackgroundServer, bound_socket
+from issuer.sim import GitHubSim, SimSettings
+from issuer.sim.serve import serve_sim
+
+AUDIENCE = "https://builder.example"
+DEMO_GITHUB_TOKEN = "ghp_demo_" + "0" * 27
+
+
+class Narrator:
+    def __init__(self, total: int, out: Callable[[str], None]) -> None:
+        self.total = total
+        self.done = 0
+        self.out = out
+
+    def step(self, text: str) -> None:
+        self.done += 1
+        self.out(f"[{self.done}/{self.total}] {text}")
+
+    def detail(self, text: str) -> None:
+        self.out(f"      {text}")
+
+
+def _unverified_claims(token: str) -> dict[str, Any]:
+    segment = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))))
+
+
+def verify_through_discovery(token: str, issuer_url: str, audience: str) -> dict[str, Any]:
+    """Verify like a relying party: discovery, then JWKS, then signature and claims."""
+    with httpx.Client(timeout=5) as http:
+        discovery = http.get(f"{issuer_url}/.well-known/openid-configuration").json()
+        if discovery["issuer"] != issuer_url:
+            raise ValueError("the discovery document names another issuer")
+        keys = KeySet.import_key_set(http.get(discovery["jwks_uri"]).json())
+    decoded = jwt.decode(token, keys, algorithms=["RS256"])
+    jwt.JWTClaimsRegistry(
+        iss={"essential": True, "value": issuer_url},
+        aud={"essential": True, "value": audience},
+        exp={"essential": True},
+        sub={"essential": True},
+    ).validate(decoded.claims)
+    return dict(decoded.claims)
+
+
+def run_demo(out: Callable[[str], None] = print) -> int:
+    narrator = Narrator(7, out)
+    logging.basicConfig(level=logging.WARNING, format="      issuer: %(message)s")
+    logging.getLogger("issuer.claims").setLevel(logging.INFO)
+    servers: list[BackgroundServer] = []
+    try:
+        return _run(narrator, servers)
+    except Exception as error:  # the demo reports any failure and exits non-zero
+        out(f"demo FAILED at step {narrator.done + 1}: {type(error).__name__}: {error}")
+        return 1
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+
+def _run(narrator: Narrator, servers: list[BackgroundServer]) -> int:
+    sim = GitHubSim(SimSettings(finalize_seconds=2.0))
+    sim.add_token(DEMO_GITHUB_TOKEN)
+    upstream = sim.add_repository("octo-org/octo-repo")
+    fork = sim.add_repository("contributor/octo-repo", fork_of=upstream)
+    github = serve_sim(sim)
+    servers.append(github)
+    narrator.step(
+        f"GitHub simulator at {github.url_of(0)}; job logs served from {github.url_of(1)}"
+    )
+
+    issuer_socket = bound_socket()
+    issuer_url = "http://{}:{}".format(*issuer_socket.getsockname()[:2])
+    config = IssuerConfig(
+        issuer_url=issuer_url,
+        github_api_url=github.url_of(0),
+        github_tokens=(DEMO_GITHUB_TOKEN,),
+        poll_interval=1,
+    )
+    issuer = BackgroundServer(create_app(lambda: IssuerService.start(config)), [issuer_socket])
+    servers.append(issuer.start())
+    narrator.step(f"issuer at {issuer_url}, in-process store, a fresh RS256 signing key")
+
+    run = sim.create_run(upstream, head_repository=fork, actor="contributor")
+    claim_job = sim.add_job(run, "claim")
+    build_job = sim.add_job(run, "build")
+    narrator.step(
+        f"pull request run {run.id} of {upstream.full_name} from the fork {fork.full_name}:"
+        " jobs 'claim', then 'build' (needs: claim)"
+    )
+
+    sim.start_job(claim_job)
+    sim.start_step(claim_job, "Claim a token", script="issuer token claim --issuer $ISSUER")
+    client = WorkflowClient(issuer_url, say=lambda line: narrator.detail(f"client: {line}"))
+    identity = RunIdentity(upstream.full_name, str(run.id), str(run.run_attempt), "pull_request")
+    claim = client.claim(identity, AUDIENCE)
+    sim.print_line(claim_job, claim.challenge_line)
+    sim.finish_step(claim_job)
+    sim.finish_job(claim_job)
+    narrator.step("job 'claim' made a claim and printed its challenge line, then completed:")
+    narrator.detail(claim.challenge_line)
+    narrator.detail("(the exchange URL is the secret capability: it is passed on, never printed)")
+
+    sim.start_job(build_job)
+    sim.start_step(build_job, "Exchange the claim", script="issuer token exchange")
+    narrator.step("job 'build' exchanges the claim; the issuer watches the run through the API")
+    token = client.exchange(claim.exchange_url, timeout=60)
+    sim.print_line(build_job, f"::add-mask::{token}")
+
+    claims = _unverified_claims(token)
+    narrator.step("token issued; its claims:")
+    for name in sorted(claims):
+        narrator.detail(f"{name:26} {claims[name]}")
+
+    verified = verify_through_discovery(token, issuer_url, AUDIENCE)
+    expected = {
+        "sub": f"repo:{upstream.full_name}:pull_request",
+        "run_id": str(run.id),
+        "job_id": str(claim_job.id),
+        "head_repository": fork.full_name,
+    }
+    wrong = {
+        name: verified.get(name) for name, value in expected.items() if verified.get(name) != value
+    }
+    if wrong:
+        raise ValueError(f"unexpected claims: {wrong}")
+    narrator.step("token verified through discovery and JWKS: signature, iss, aud, exp, claims")
+    narrator.detail("demo succeeded")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo())

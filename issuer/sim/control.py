@@ -1,0 +1,273 @@
+"""The control API under `/_sim/`: the Python API over HTTP, so `issuer github-sim` can be
+driven from outside (a shell, another process). Not part of what GitHub serves."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from issuer.sim import payloads
+from issuer.sim.gate import urls_for
+from issuer.sim.model import SimJob, SimRun
+from issuer.sim.simulator import GitHubSim
+
+T = TypeVar("T")
+Body = dict[str, Any]
+
+
+class _Refusal(Exception):
+    """A control request that cannot be done: bad input (400) or an unknown id (404)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+
+
+def _field(
+    body: Body, name: str, kind: type[T], default: T | None = None, *, required: bool = False
+) -> T | None:
+    if name not in body or body[name] is None:
+        if required:
+            raise _Refusal(400, f"{name} is required")
+        return default
+    value = body[name]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise _Refusal(400, f"{name} must be a {kind.__name__}")
+    return value
+
+
+def _required(body: Body, name: str, kind: type[T]) -> T:
+    value = _field(body, name, kind, required=True)
+    assert value is not None
+    return value
+
+
+async def _body(request: Request) -> Body:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise _Refusal(400, "body must be JSON") from exc
+    if not isinstance(body, dict):
+        raise _Refusal(400, "body must be a JSON object")
+    return body
+
+
+def _handler(
+    sim: GitHubSim, work: Callable[[Request, Body], Response]
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            body = await _body(request)
+            with sim.lock:
+                return work(request, body)
+        except _Refusal as exc:
+            return JSONResponse({"error": exc.message}, exc.status)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 409)
+
+    return endpoint
+
+
+def control_routes(sim: GitHubSim) -> list[BaseRoute]:
+    def run_of(request: Request) -> SimRun:
+        run = sim.run(request.path_params["run_id"])
+        if run is None:
+            raise _Refusal(404, "no such run")
+        return run
+
+    def job_of(request: Request) -> SimJob:
+        job = sim.job(request.path_params["job_id"])
+        if job is None:
+            raise _Refusal(404, "no such job")
+        return job
+
+    def run_json(request: Request, run: SimRun, status: int = 200) -> Response:
+        return JSONResponse(payloads.workflow_run(run, run.latest, urls_for(sim, request)), status)
+
+    def job_json(request: Request, job: SimJob, status: int = 200) -> Response:
+        return JSONResponse(payloads.job(job, urls_for(sim, request)), status)
+
+    def repo_named(name: str) -> Any:
+        repo = sim.repository(name)
+        if repo is None:
+            raise _Refusal(404, f"no repository {name}")
+        return repo
+
+    def add_repo(request: Request, body: Body) -> Response:
+        fork_of = _field(body, "fork_of", str)
+        owner_type = _field(body, "owner_type", str, "User")
+        if owner_type not in ("User", "Organization"):
+            raise _Refusal(400, "owner_type must be User or Organization")
+        repo = sim.add_repository(
+            _required(body, "full_name", str),
+            private=bool(_field(body, "private", bool, False)),
+            fork_of=repo_named(fork_of) if fork_of else None,
+            owner_type="User" if owner_type == "User" else "Organization",
+        )
+        return JSONResponse(payloads.simulator_repo(repo), 201)
+
+    def create_run(request: Request, body: Body) -> Response:
+        head = _field(body, "head_repository", str)
+        options = {
+            name: value
+            for name in (
+                "event",
+                "actor",
+                "workflow_name",
+                "path",
+                "head_branch",
+                "head_sha",
+                "display_title",
+                "base_branch",
+            )
+            if (value := _field(body, name, str)) is not None
+        }
+        run = sim.create_run(
+            repo_named(_required(body, "repository", str)),
+            head_repository=repo_named(head) if head else None,
+            **options,
+        )
+        return run_json(request, run, 201)
+
+    def add_job(request: Request, body: Body) -> Response:
+        labels = _field(body, "labels", list)
+        if labels is not None and not all(isinstance(x, str) for x in labels):
+            raise _Refusal(400, "labels must be strings")
+        job = sim.add_job(
+            run_of(request),
+            _required(body, "name", str),
+            labels=labels,
+            runner_group_name=_field(body, "runner_group_name", str, "GitHub Actions")
+            or "GitHub Actions",
+        )
+        return job_json(request, job, 201)
+
+    def start_job(request: Request, body: Body) -> Response:
+        job = job_of(request)
+        sim.start_job(job)
+        return job_json(request, job)
+
+    def start_step(request: Request, body: Body) -> Response:
+        job = job_of(request)
+        env = _field(body, "env", dict)
+        if env is not None and not all(isinstance(v, str) for v in env.values()):
+            raise _Refusal(400, "env values must be strings")
+        sim.start_step(
+            job, _required(body, "name", str), script=_field(body, "script", str), env=env
+        )
+        return job_json(request, job)
+
+    def print_line(request: Request, body: Body) -> Response:
+        job = job_of(request)
+        sim.print_line(job, _required(body, "text", str), color=_field(body, "color", str))
+        return job_json(request, job)
+
+    def finish_step(request: Request, body: Body) -> Response:
+        job = job_of(request)
+        sim.finish_step(job, _field(body, "conclusion", str, "success") or "success")
+        return job_json(request, job)
+
+    def finish_job(request: Request, body: Body) -> Response:
+        job = job_of(request)
+        sim.finish_job(job, _field(body, "conclusion", str, "success") or "success")
+        return job_json(request, job)
+
+    def job_log(request: Request, body: Body) -> Response:
+        return PlainTextResponse(sim.job_log(job_of(request)))
+
+    def finish_run(request: Request, body: Body) -> Response:
+        run = run_of(request)
+        sim.finish_run(run, _field(body, "conclusion", str, "success") or "success")
+        return run_json(request, run)
+
+    def rerun(request: Request, body: Body) -> Response:
+        run = run_of(request)
+        sim.rerun(run, actor=_field(body, "actor", str))
+        return run_json(request, run)
+
+    def add_token(request: Request, body: Body) -> Response:
+        sim.add_token(
+            _required(body, "token", str),
+            limit=_field(body, "limit", int, 5000) or 0,
+            sees_private=bool(_field(body, "sees_private", bool, False)),
+        )
+        return JSONResponse({}, 201)
+
+    def add_app(request: Request, body: Body) -> Response:
+        sim.add_app(
+            _required(body, "app_id", int),
+            _required(body, "public_key_pem", str),
+            _required(body, "installation_id", int),
+            limit=_field(body, "limit", int, 5000) or 0,
+            sees_private=bool(_field(body, "sees_private", bool, False)),
+        )
+        return JSONResponse({}, 201)
+
+    def settings(request: Request, body: Body) -> Response:
+        if request.method == "PUT":
+            try:
+                sim.settings.update(body)
+            except ValueError as exc:
+                raise _Refusal(400, str(exc)) from exc
+        return JSONResponse(sim.settings.as_dict())
+
+    def fail_next(request: Request, body: Body) -> Response:
+        retry_after = body["retry_after"] if "retry_after" in body else "1"
+        if retry_after is not None and not isinstance(retry_after, str):
+            raise _Refusal(400, "retry_after must be a string or null")
+        sim.fail_next(
+            _required(body, "count", int),
+            status=_field(body, "status", int),
+            secondary=bool(_field(body, "secondary", bool, False)),
+            retry_after=retry_after,
+        )
+        return JSONResponse({}, 201)
+
+    def requests(request: Request, body: Body) -> Response:
+        entries = [
+            {"method": m, "path": p, "status": s, "authorization": a}
+            for m, p, s, a in sim.request_log
+        ]
+        return JSONResponse(entries)
+
+    def counted(request: Request, body: Body) -> Response:
+        token = request.query_params.get("token")
+        return JSONResponse({"counted": sim.counted_requests(token)})
+
+    def reset_limit(request: Request, body: Body) -> Response:
+        sim.reset_rate_limit(_field(body, "token", str))
+        return JSONResponse({})
+
+    table: list[tuple[str, Callable[[Request, Body], Response], list[str]]] = [
+        ("/repos", add_repo, ["POST"]),
+        ("/runs", create_run, ["POST"]),
+        ("/runs/{run_id:int}/jobs", add_job, ["POST"]),
+        ("/runs/{run_id:int}/finish", finish_run, ["POST"]),
+        ("/runs/{run_id:int}/rerun", rerun, ["POST"]),
+        ("/jobs/{job_id:int}/start", start_job, ["POST"]),
+        ("/jobs/{job_id:int}/steps", start_step, ["POST"]),
+        ("/jobs/{job_id:int}/print", print_line, ["POST"]),
+        ("/jobs/{job_id:int}/finish-step", finish_step, ["POST"]),
+        ("/jobs/{job_id:int}/finish", finish_job, ["POST"]),
+        ("/jobs/{job_id:int}/log", job_log, ["GET"]),
+        ("/tokens", add_token, ["POST"]),
+        ("/apps", add_app, ["POST"]),
+        ("/settings", settings, ["GET", "PUT"]),
+        ("/fail-next", fail_next, ["POST"]),
+        ("/requests", requests, ["GET"]),
+        ("/rate-limit", counted, ["GET"]),
+        ("/rate-limit/reset", reset_limit, ["POST"]),
+    ]
+    return [
+        Route(f"/_sim{path}", _handler(sim, work), methods=methods) for path, work, methods in table
+    ]

@@ -1,0 +1,28 @@
+"""The job log as GitHub serves it: UTF-8 BOM, every entry stamped with 7-digit-fraction UTC."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from issuer.sim.runner import LogEntry
+
+_TICKS_PER_SECOND = 10_000_000
+
+
+def log_timestamp(when: float) -> str:
+    """`2025-12-30T06:02:51.7445229Z`: .NET's round-trip format, as the runner writes it."""
+    ticks = round(when * _TICKS_PER_SECOND)
+    seconds, fraction = divmod(ticks, _TICKS_PER_SECOND)
+    whole = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{whole}.{fraction:07d}Z"
+
+
+def api_timestamp(when: float) -> str:
+    """`2025-12-30T06:02:51Z`: the REST API's timestamps, whole seconds."""
+    return datetime.fromtimestamp(int(when), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render_log(entries: Iterable[LogEntry]) -> str:
+    """The whole log text; continuation lines of a multi-line entry carry no timestamp."""
+    return "\ufeff" + "".join(f"{log_timestamp(e.timestamp)} {e.text}\n" for e in entries)

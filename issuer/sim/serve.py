@@ -1,0 +1,38 @@
+"""Serving the simulator on loopback: one socket for the API, another as the blob host."""
+
+from __future__ import annotations
+
+import time
+
+from issuer.serving import BackgroundServer, bound_socket
+from issuer.sim.app import create_sim_app
+from issuer.sim.simulator import GitHubSim
+
+
+def serve_sim(sim: GitHubSim, host: str = "127.0.0.1", port: int = 0) -> BackgroundServer:
+    """Start serving `sim`: `url_of(0)` is the API host, `url_of(1)` the blob host the job-log
+    302s point at (a different host:port, as on GitHub)."""
+    server = BackgroundServer(
+        create_sim_app(sim), sockets=[bound_socket(host, port), bound_socket(host, 0)]
+    )
+    sim.blob_base_url = server.url_of(1)
+    return server.start()
+
+
+def main_github_sim(port: int) -> None:
+    """`issuer github-sim`: serve an empty simulator in the foreground until Ctrl-C."""
+    sim = GitHubSim()
+    server = serve_sim(sim, port=port)
+    print(f"GitHub API:   {server.url_of(0)}{sim.api_prefix}", flush=True)
+    print(f"Log blobs:    {server.url_of(1)}", flush=True)
+    print(
+        f"Control API:  {server.url_of(0)}/_sim/  (POST /_sim/repos, /_sim/runs, ...)", flush=True
+    )
+    print("Press Ctrl-C to stop.", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

@@ -1,0 +1,72 @@
+"""The switches a test can flip to make the simulator behave like each reported GitHub."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Literal
+
+RunningLog = Literal["api_404", "blob_404"]
+AnnotationTiming = Literal["immediate", "step_end", "job_end"]
+
+_CHOICES: dict[str, tuple[object, ...]] = {
+    "running_log": ("api_404", "blob_404"),
+    "annotation_timing": ("immediate", "step_end", "job_end"),
+    "rate_limit_status": (403, 429),
+}
+
+
+@dataclass
+class SimSettings:
+    """Behaviour where GitHub is uncertain or where a test needs to choose.
+
+    Every field may be changed at any time, also while the simulator serves requests.
+    """
+
+    # A queued or running job's log: 404 from the API, or a 302 to a blob that 404s.
+    running_log: RunningLog = "api_404"
+    # After a job completes, its log endpoint still answers 404 for this long.
+    finalize_seconds: float = 0.0
+    # When `::notice::` and friends become visible through the check-run annotations API.
+    annotation_timing: AnnotationTiming = "immediate"
+    # Seconds of delay added to every API request (not to blob downloads).
+    latency: float = 0.0
+    # True: requests without a token get 401 instead of the unauthenticated limit.
+    require_auth: bool = False
+    unauthenticated_limit: int = 60
+    # The 302 Location of a job log expires this long after it was handed out.
+    blob_url_ttl: float = 60.0
+    # GitHub answers an exhausted primary rate limit with 403 or with 429.
+    rate_limit_status: Literal[403, 429] = 403
+    # A new installation token is refused (401) for this long after it was issued.
+    installation_token_delay: float = 0.0
+
+    def update(self, changes: Mapping[str, object]) -> None:
+        """Apply `changes` (e.g. from JSON) after checking every name, type and choice."""
+        known = {f.name: f for f in fields(self)}
+        checked: dict[str, object] = {}
+        for name, value in changes.items():
+            if name not in known:
+                raise ValueError(f"unknown setting {name!r}")
+            current = getattr(self, name)
+            if isinstance(current, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"{name} must be true or false")
+            elif isinstance(current, int) and name in _CHOICES:
+                if value not in _CHOICES[name]:
+                    raise ValueError(f"{name} must be one of {_CHOICES[name]}")
+            elif isinstance(current, int):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"{name} must be a non-negative integer")
+            elif isinstance(current, float):
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    raise ValueError(f"{name} must be a non-negative number")
+                value = float(value)
+            elif value not in _CHOICES[name]:
+                raise ValueError(f"{name} must be one of {_CHOICES[name]}")
+            checked[name] = value
+        for name, value in checked.items():
+            setattr(self, name, value)
+
+    def as_dict(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
