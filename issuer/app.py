@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from issuer.claims import TOKEN_TYPE, Issued, parse_claim_request
 from issuer.errors import ApiError, invalid_request
-from issuer.http import EXCEPTION_HANDLERS, AccessLog, read_json
+from issuer.http import EXCEPTION_HANDLERS, AccessLog, BodyLimit, read_json
 from issuer.metrics import EXCHANGES
 from issuer.service import IssuerService
 
@@ -127,5 +127,5 @@ def create_app(start_service: ServiceFactory) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[Middleware(AccessLog)],
+        middleware=[Middleware(AccessLog), Middleware(BodyLimit)],
     )

@@ -89,4 +89,4 @@ def find_in_log(log: str, code: str) -> int | None:
 
 
 def annotation_matches(message: str | None, code: str) -> bool:
-    return message is not None and clean(message) == payload(code)
+    return message is not None and clean(message) in (payload(code), challenge_line(code))

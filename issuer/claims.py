@@ -27,7 +27,7 @@ from typing import Any
 from issuer import challenge
 from issuer.config import IssuerConfig
 from issuer.errors import ApiError, invalid_request
-from issuer.github.errors import GitHubUnavailable
+from issuer.github.errors import GitHubError, GitHubUnavailable
 from issuer.keys import SigningKey
 from issuer.metrics import CLAIMS, TOKENS
 from issuer.store import Store, tagged
@@ -194,6 +194,9 @@ class ClaimService:
                 unavailable = None
             except GitHubUnavailable as exc:
                 seen, unavailable = None, exc
+            except GitHubError as exc:  # an answer we cannot use: not the caller's fault
+                log.warning("unusable GitHub answer: %s", exc)
+                seen, unavailable = None, GitHubUnavailable(str(exc), retry_after=30)
             if seen is not None:
                 return await self._issue(record, keys, seen)
             remaining = min(deadline, record.expires_at) - self._clock()
@@ -235,6 +238,11 @@ class ClaimService:
         except RunRejected as exc:
             CLAIMS.labels("rejected").inc()
             raise ApiError(403, "run_rejected", str(exc)) from None
+        except GitHubError:
+            # A failed look tells nothing about the run: let the next exchange look again (a
+            # resting credential answers at once, without asking GitHub).
+            await self._store.delete(keys.looking)
+            raise
         if look.sighting is None:
             await self._store.set(keys.status, _waiting(look).encode(), ttl=RETENTION)
             return None

@@ -87,6 +87,25 @@ EXCEPTION_HANDLERS = {
 }
 
 
+class BodyLimit:
+    """413 for any request that declares a body over the limit, before a handler runs."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                    error = ApiError(
+                        413, "request_too_large", f"the body must be at most {self.limit} bytes"
+                    )
+                    await error_response(error)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
 class AccessLog:
     """One log line per request, with capability path segments redacted."""
 

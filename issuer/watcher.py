@@ -70,7 +70,7 @@ class RunWatcher:
             raise GitHubUnavailable(
                 f"GitHub's answer was malformed: {exc}", retry_after=5
             ) from None
-        return [job for job in jobs if job.run_attempt == run.run_attempt]
+        return [job for job in jobs if job.run_attempt in (None, run.run_attempt)]
 
 
 def check_run(run: RunFacts, repository: str, run_id: int) -> None:

@@ -7,6 +7,7 @@ from typing import Protocol
 
 from issuer.challenge import annotation_matches, find_in_log
 from issuer.github.client import GitHubClient
+from issuer.github.errors import GitHubNotFound
 from issuer.github.facts import JobFacts
 
 
@@ -56,9 +57,12 @@ class AnnotationChannel:
         for job in jobs:
             if job.status == "queued":
                 continue
-            annotations = await self._github.get_all(
-                f"/repos/{repository}/check-runs/{job.id}/annotations?per_page=100", None
-            )
+            try:
+                annotations = await self._github.get_all(
+                    f"/repos/{repository}/check-runs/{job.id}/annotations?per_page=100", None
+                )
+            except GitHubNotFound:
+                continue  # no check run (yet) for this job: nothing to read
             for annotation in annotations:
                 if annotation.get("annotation_level") == "notice" and annotation_matches(
                     annotation.get("message"), code

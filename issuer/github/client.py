@@ -148,7 +148,10 @@ class GitHubClient:
         response = await self._send(url, etag=cached["etag"] if cached else None)
         if response.status_code == 304 and cached is not None:
             return Page(cached["body"], cached.get("next"))
-        body = response.json()
+        try:
+            body = response.json()
+        except ValueError:
+            raise GitHubError(f"GitHub's answer at {_endpoint(url)} is not JSON") from None
         next_url = next_link(response.headers.get("link"))
         etag = response.headers.get("etag")
         if etag:
@@ -164,7 +167,14 @@ class GitHubClient:
             if url is None:
                 return items
             page = await self.get_json(url)
-            items.extend(page.body[items_key] if items_key else page.body)
+            found = (
+                page.body.get(items_key)
+                if items_key and isinstance(page.body, dict)
+                else (None if items_key else page.body)
+            )
+            if not isinstance(found, list):
+                raise GitHubError(f"GitHub's list at {_endpoint(path)} is malformed")
+            items.extend(found)
             url = page.next_url
         raise GitHubError(f"more than {MAX_PAGES} pages at {_endpoint(path)}")
 
@@ -251,8 +261,9 @@ class GitHubClient:
         location = response.headers.get("location")
         if not location:
             raise GitHubError("log redirect without a Location")
+        blob_url = response.url.join(location)
         try:
-            async with self._blobs.stream("GET", location) as blob:
+            async with self._blobs.stream("GET", blob_url) as blob:
                 if blob.status_code != 200:
                     return None  # BlobNotFound while the job runs, or an expired URL
                 chunks: list[bytes] = []

@@ -104,7 +104,7 @@ class JobFacts:
     id: int
     name: str
     status: str
-    run_attempt: int
+    run_attempt: int | None
     runner_group_name: str | None
 
     @property
@@ -118,7 +118,7 @@ class JobFacts:
                 id=int(data["id"]),
                 name=str(data.get("name") or ""),
                 status=str(data["status"]),
-                run_attempt=int(data.get("run_attempt") or 1),
+                run_attempt=int(data["run_attempt"]) if data.get("run_attempt") else None,
                 runner_group_name=data.get("runner_group_name"),
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -132,3 +132,8 @@ def test_a_refused_claim_response_never_echoes_a_huge_value(
 ) -> None:
     response = post_claim(http, issuer_url, json={**VALID, "event_name": "e" * 5000})
     assert len(response.text) < 500
+
+
+def test_an_exchange_with_a_body_over_16_kib_is_a_413(http: httpx.Client, issuer_url: str) -> None:
+    response = http.post(f"{issuer_url}/exchange/{'A' * 43}", content=b"x" * (17 * 1024))
+    assert_error(response, 413, "request_too_large")

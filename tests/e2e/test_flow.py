@@ -417,3 +417,18 @@ def test_a_challenge_written_into_the_script_counts_only_when_printed(
     sim.finish_job(job, conclusion="failure")
     assert payload in sim.job_log(job)  # the script's echo holds the exact line...
     assert exchange(http, claim, wait=1.5).status_code == 202  # ...which proves nothing
+
+
+def test_an_exhausted_rate_limit_answers_503_until_githubs_reset(
+    http: httpx.Client, issuer_url: str, pr: ForkRun, sim: GitHubSim
+) -> None:
+    sim.add_token(GITHUB_TOKEN, limit=1)
+    claim = make_claim(http, issuer_url, pr.claim_body())
+    pr.print_and_finish(pr.job("claim"), claim["challenge_line"])
+    failed = exchange(http, claim)
+    assert failed.status_code == 503
+    assert failed.json()["error"] == "github_unavailable"
+    assert int(failed.headers["Retry-After"]) > 60  # the reset is up to an hour away
+    before = sim.counted_requests(GITHUB_TOKEN)
+    assert exchange(http, claim).status_code == 503
+    assert sim.counted_requests(GITHUB_TOKEN) == before  # a resting credential is not used
