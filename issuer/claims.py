@@ -31,7 +31,7 @@ from issuer.github.errors import GitHubError, GitHubUnavailable
 from issuer.keys import SigningKey
 from issuer.metrics import CLAIMS, TOKENS
 from issuer.store import Store, tagged
-from issuer.tokens import sign, token_claims
+from issuer.tokens import identity_claims, sign, with_lifetime
 from issuer.watcher import Look, RunRejected, RunWatcher
 
 log = logging.getLogger(__name__)
@@ -246,16 +246,12 @@ class ClaimService:
         if look.sighting is None:
             await self._store.set(keys.status, _waiting(look).encode(), ttl=RETENTION)
             return None
-        claims = token_claims(
+        claims = identity_claims(
             issuer=self._config.issuer_url,
             audience=record.audience,
             run=look.run,
             sighting=look.sighting,
-            now=0,
-            ttl=0,
         )
-        for timed in ("iat", "nbf", "exp", "jti"):
-            claims.pop(timed)
         ttl = record.expires_at - self._clock() + RETENTION
         await self._store.set(keys.seen, json.dumps(claims).encode(), ttl=max(ttl, 1))
         log.info(
@@ -271,13 +267,7 @@ class ClaimService:
     async def _issue(self, record: ClaimRecord, keys: _Keys, seen: dict[str, Any]) -> Issued:
         now = int(self._clock())
         ttl = self._config.token_ttl
-        claims = {
-            **seen,
-            "iat": now,
-            "nbf": now,
-            "exp": now + ttl,
-            "jti": secrets.token_urlsafe(16),
-        }
+        claims = with_lifetime(seen, now=now, ttl=ttl)
         token = sign(claims, self._signing_key())
         won = await self._store.set(
             keys.used, b"1", ttl=max(record.expires_at - now + RETENTION, 1), only_if_absent=True

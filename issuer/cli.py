@@ -24,6 +24,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"issuer: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs every URL it fetches, and a job log's download URL is signed: a credential.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_app(lambda: IssuerService.start(config))
     # uvicorn's access log would print exchange URLs, which are capabilities: ours redacts.
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info")

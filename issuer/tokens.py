@@ -22,25 +22,16 @@ def runner_environment(runner_group_name: str | None) -> str | None:
     return "github-hosted" if runner_group_name == "GitHub Actions" else "self-hosted"
 
 
-def token_claims(
-    *,
-    issuer: str,
-    audience: str,
-    run: RunFacts,
-    sighting: Sighting,
-    now: int,
-    ttl: int,
+def identity_claims(
+    *, issuer: str, audience: str, run: RunFacts, sighting: Sighting
 ) -> dict[str, Any]:
+    """Who the token is about: fixed once the line was seen, whenever the token is signed."""
     repo = run.repository
     head = run.head_repository
     claims: dict[str, Any] = {
         "iss": issuer,
         "aud": audience,
         "sub": f"repo:{repo.full_name}:pull_request",
-        "iat": now,
-        "nbf": now,
-        "exp": now + ttl,
-        "jti": secrets.token_urlsafe(16),
         "repository": repo.full_name,
         "repository_id": str(repo.id),
         "repository_owner": repo.owner_login,
@@ -74,6 +65,17 @@ def token_claims(
         claims["base_ref"] = pull.base_ref
         claims["ref"] = f"refs/pull/{pull.number}/merge"
     return claims
+
+
+def with_lifetime(identity: dict[str, Any], *, now: int, ttl: int) -> dict[str, Any]:
+    """The identity plus when the token is valid and a unique ``jti``."""
+    return {
+        **identity,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl,
+        "jti": secrets.token_urlsafe(16),
+    }
 
 
 def sign(claims: dict[str, Any], key: SigningKey) -> str:

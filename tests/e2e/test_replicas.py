@@ -75,3 +75,4 @@ def test_replica_logs_hold_no_claim_id_token_or_credential(
     assert "/exchange/{claim_id}" in output  # requests are logged, with the capability redacted
     for secret in (claim["claim_id"], token, token.split(".")[2], GITHUB_TOKEN, "Z" * 43):
         assert secret not in output
+    assert "/actions-results/" not in output  # signed log download URLs are credentials too
