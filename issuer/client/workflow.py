@@ -16,30 +16,17 @@ from typing import Any
 
 import httpx
 
+from issuer.client import messages
+from issuer.client.codes import ClientError, ExitCode
+
+__all__ = ["ClientError", "ExitCode", "RunIdentity", "WorkflowClient", "mask_line", "write_output"]
+
 USER_AGENT = "fork-oidc-issuer-client/0.1"
-LONG_POLL = 25
+LONG_POLL = 10  # seconds per long poll: also how often the step says how long it waited
 
 # A challenge line must be one notice command and nothing else: a hostile or broken issuer
 # must not make this step run other workflow commands (set outputs, masks, env).
 _CHALLENGE_LINE = re.compile(r"^::notice::fork-oidc-challenge [A-Za-z0-9_-]{22,128}$")
-
-
-class ExitCode:
-    """The process exit codes of ``issuer token``, documented in the README."""
-
-    OK = 0
-    USAGE = 2
-    CLAIM_REFUSED = 3
-    RUN_REJECTED = 4
-    CLAIM_SPENT = 5
-    TIMED_OUT = 6
-    UNAVAILABLE = 7
-
-
-class ClientError(Exception):
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -77,24 +64,17 @@ class Claim:
     poll_interval: int
 
 
-def _fix_for(error: str, description: str) -> str:
-    hints = {
-        "run_rejected": "the issuer will not vouch for this run",
-        "claim_expired": "make a new claim and exchange it sooner (see ISSUER_CLAIM_TTL)",
-        "claim_used": "a claim yields one token: make a new claim for another token",
-        "claim_not_found": "the claim is unknown: pass the `claim` output of the claim step",
-        "invalid_audience": "use an audience the issuer allows (ISSUER_ALLOWED_AUDIENCES)",
-    }
-    hint = hints.get(error)
-    return f"{description} ({hint})" if hint else description
-
-
 def _error_of(response: httpx.Response) -> tuple[str, str]:
     try:
         body = response.json()
-        return str(body.get("error", "")), str(body.get("error_description", ""))
-    except ValueError:
-        return "", f"the issuer answered {response.status_code}"
+        return _one_line(body.get("error", "")), _one_line(body.get("error_description", ""))
+    except (ValueError, AttributeError):
+        return "", ""
+
+
+def _one_line(value: object, limit: int = 400) -> str:
+    """The issuer's text as one printable line: no newline may start a workflow command."""
+    return " ".join(str(value).split())[:limit]
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:
@@ -132,85 +112,110 @@ class WorkflowClient:
             body["audience"] = audience
         response = self._post_retrying(f"{self.issuer_url}/claim", json=body, timeout=timeout)
         if response.status_code != 201:
-            error, description = _error_of(response)
-            raise ClientError(
-                f"the issuer refused the claim: {_fix_for(error, description)}",
-                ExitCode.CLAIM_REFUSED,
+            raise _refused("claim", response)
+        try:
+            created = response.json()
+            line = str(created.get("challenge_line", ""))
+            claim = Claim(
+                str(created["exchange_url"]),
+                line,
+                int(created["expires_at"]),
+                int(created.get("poll_interval", 2)),
             )
-        created = response.json()
-        line = str(created.get("challenge_line", ""))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ClientError(
+                "the issuer's answer to the claim was malformed. Fix: check that `issuer-url` "
+                "points at a fork OIDC issuer",
+                ExitCode.UNAVAILABLE,
+            ) from None
         if not _CHALLENGE_LINE.match(line):
-            raise ClientError("the issuer sent a malformed challenge line", ExitCode.UNAVAILABLE)
-        return Claim(
-            str(created["exchange_url"]),
-            line,
-            int(created["expires_at"]),
-            int(created.get("poll_interval", 2)),
-        )
+            raise ClientError(
+                "the issuer sent a malformed challenge line; it was not printed. Fix: check "
+                "that `issuer-url` points at a fork OIDC issuer",
+                ExitCode.UNAVAILABLE,
+            )
+        if not claim.exchange_url.startswith(f"{self.issuer_url}/exchange/"):
+            raise ClientError(
+                "the issuer handed out an exchange URL outside its own URL. Fix: set "
+                "`issuer-url` to the issuer's URL exactly as its operator configured "
+                "ISSUER_URL",
+                ExitCode.UNAVAILABLE,
+            )
+        return claim
 
     def exchange(self, exchange_url: str, timeout: float) -> str:
         """Poll until the issuer hands out the token; progress is said, the URL never."""
         started = self._clock()
         deadline = started + timeout
-        last_said = -1e9
+        last = ""
         while True:
             remaining = deadline - self._clock()
             if remaining <= 0:
-                raise ClientError(
-                    f"gave up after {timeout:.0f} s: the issuer has not seen the challenge line "
-                    "in this run. Print it in a job that completes before this one (needs:), "
-                    "or as a ::notice:: annotation",
-                    ExitCode.TIMED_OUT,
-                )
+                raise ClientError(messages.timed_out(timeout, last), ExitCode.TIMED_OUT)
             wait = int(min(LONG_POLL, max(remaining - 1, 0)))
             asked = self._clock()
             response = self._post_retrying(
                 exchange_url, params={"wait": str(wait)}, timeout=remaining
             )
             if response.status_code == 200:
-                return str(response.json()["token"])
-            if response.status_code == 202:
-                body = response.json()
-                if self._clock() - last_said >= 10:
-                    elapsed = self._clock() - started
-                    self._say(
-                        f"waiting for the issuer: {body.get('error_description')}"
-                        f" ... {elapsed:.0f} s"
-                    )
-                    last_said = self._clock()
-                if self._clock() - asked < 1:
-                    self._sleep(min(_retry_after(response, 2), max(remaining, 0)))
-                continue
-            error, description = _error_of(response)
-            code = {
-                "run_rejected": ExitCode.RUN_REJECTED,
-                "claim_used": ExitCode.CLAIM_SPENT,
-                "claim_expired": ExitCode.CLAIM_SPENT,
-                "claim_not_found": ExitCode.CLAIM_SPENT,
-            }.get(error, ExitCode.UNAVAILABLE)
-            raise ClientError(
-                f"the issuer refused the exchange: {_fix_for(error, description)}", code
-            )
+                return _token_of(response)
+            if response.status_code != 202:
+                raise _refused("exchange", response)
+            _, last = _error_of(response)
+            self._say(messages.progress(last, self._clock() - started))
+            if self._clock() - asked < 1:
+                pause = min(_retry_after(response, 2), max(deadline - self._clock(), 0))
+                self._sleep(pause)
 
     def _post_retrying(self, url: str, *, timeout: float, **kwargs: Any) -> httpx.Response:
         """POST, retrying 5xx, 429 and network errors with backoff and ``Retry-After``."""
-        deadline = self._clock() + timeout
+        started = self._clock()
+        deadline = started + timeout
         delay = 1.0
+        tries = 0
         while True:
+            tries += 1
             try:
                 response = self._http.post(url, **kwargs)
                 if response.status_code < 500 and response.status_code != 429:
                     return response
-                _, description = _error_of(response)
+                error, description = _error_of(response)
                 pause = _retry_after(response, delay)
-                problem = description or f"status {response.status_code}"
+                problem = f"the issuer answered {response.status_code} {error}".rstrip()
+                if description:
+                    problem += f": {description}"
             except httpx.HTTPError as exc:
-                pause, problem = delay, f"the issuer could not be reached ({type(exc).__name__})"
+                # The exception's text can hold the URL, which may be the claim: never print it.
+                pause = delay
+                problem = f"the issuer could not be reached ({type(exc).__name__})"
             if self._clock() + pause >= deadline:
-                raise ClientError(f"giving up: {problem}", ExitCode.UNAVAILABLE)
-            self._say(f"{problem}; retrying in {pause:.0f} s")
+                raise ClientError(
+                    messages.unreachable(problem, tries, self._clock() - started),
+                    ExitCode.UNAVAILABLE,
+                )
+            self._say(f"{problem}; retrying in {pause:.0f} s (try {tries})")
             self._sleep(pause)
             delay = min(delay * 2, 30)
+
+
+def _refused(stage: str, response: httpx.Response) -> ClientError:
+    error, description = _error_of(response)
+    found = messages.refusal(stage, response.status_code, error, description)
+    return ClientError(found.message, found.exit_code)
+
+
+def _token_of(response: httpx.Response) -> str:
+    try:
+        token = response.json()["token"]
+    except (ValueError, KeyError, TypeError):
+        token = None
+    if not isinstance(token, str) or not token or any(c.isspace() for c in token):
+        raise ClientError(
+            "the issuer answered 200 without a usable token. Fix: check that `issuer-url` "
+            "points at a fork OIDC issuer",
+            ExitCode.UNAVAILABLE,
+        )
+    return token
 
 
 def mask_line(value: str) -> str:
