@@ -24,8 +24,8 @@ demo: $(INSTALLED)
 	$(VENV)/bin/issuer demo
 
 lint: $(INSTALLED)
-	$(VENV)/bin/ruff check issuer tests
-	$(VENV)/bin/ruff format --check issuer tests
+	$(VENV)/bin/ruff check issuer tests bench
+	$(VENV)/bin/ruff format --check issuer tests bench
 	$(VENV)/bin/mypy
 
 test: $(INSTALLED) redis-server lint

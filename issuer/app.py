@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from issuer.claims import TOKEN_TYPE, Issued, parse_claim_request
+from issuer.discovery import Prepared
 from issuer.errors import ApiError, invalid_request
 from issuer.http import EXCEPTION_HANDLERS, AccessLog, BodyLimit, read_json
 from issuer.metrics import EXCHANGES
@@ -69,20 +70,32 @@ async def exchange(request: Request) -> Response:
     return JSONResponse(body2, status_code=202, headers=headers)
 
 
+class _PreparedResponse(Response):
+    """A response whose body and encoded headers were prepared when the keyring changed."""
+
+    def __init__(self, document: Prepared, *, not_modified: bool) -> None:
+        self.background = None
+        if not_modified:
+            self.status_code, self.body = 304, b""
+            self.raw_headers = list(document.raw_headers_304)
+        else:
+            self.status_code, self.body = 200, document.body
+            self.raw_headers = list(document.raw_headers)
+
+
+def _prepared(request: Request, document: Prepared) -> Response:
+    # The raw scope headers, not request.headers: this route answers verifiers at volume.
+    if_none_match = next((v for k, v in request.scope["headers"] if k == b"if-none-match"), None)
+    not_modified = if_none_match is not None and document.not_modified(if_none_match.decode())
+    return _PreparedResponse(document, not_modified=not_modified)
+
+
 async def openid_configuration(request: Request) -> Response:
-    return Response(
-        _service(request).discovery_bytes,
-        media_type="application/json",
-        headers={"Cache-Control": "public, max-age=300"},
-    )
+    return _prepared(request, _service(request).published.discovery)
 
 
 async def jwks(request: Request) -> Response:
-    return Response(
-        _service(request).keyring.jwks_bytes,
-        media_type="application/jwk-set+json",
-        headers={"Cache-Control": "public, max-age=300"},
-    )
+    return _prepared(request, _service(request).published.jwks)
 
 
 async def healthz(request: Request) -> Response:

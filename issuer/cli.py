@@ -46,7 +46,9 @@ def _github_sim(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from issuer.keys import Keyring
+    """``issuer keys list | rotate | retire KID``: on the keyring shared through Redis."""
+    from issuer.keys import Keys, UnknownKey
+    from issuer.service import key_policy
     from issuer.store import RedisStore
 
     try:
@@ -57,18 +59,35 @@ def _keys(args: argparse.Namespace) -> int:
     if not config.redis_url or config.key_encryption_key is None:
         print("issuer: ISSUER_REDIS_URL: keys are shared only through Redis", file=sys.stderr)
         return 2
+    kek = config.key_encryption_key
+    redis_url = config.redis_url
 
-    async def summary() -> list[dict[str, object]]:
-        store = RedisStore.from_url(config.redis_url or "")
+    async def act() -> list[dict[str, object]]:
+        store = RedisStore.from_url(redis_url)
         try:
-            assert config.key_encryption_key is not None
-            keyring = await Keyring.load_or_create(store, config.key_encryption_key)
-            return keyring.summary()
+            keys = Keys(store, kek, key_policy(config))
+            await keys.load()
+            if args.keys_command == "rotate":
+                kid = await keys.rotate()
+                print(f"next key {kid}: published, signs from its activation time")
+            elif args.keys_command == "retire":
+                await keys.retire(args.kid)
+                print(f"retired {args.kid}: replicas drop it within a refresh interval")
+            return keys.keyring.summary()
         finally:
             await store.close()
 
-    for key in asyncio.run(summary()):
-        print(f"{key['kid']}  {key['alg']}  {key['state']}  created {key['created']}")
+    try:
+        summary = asyncio.run(act())
+    except UnknownKey as error:
+        print(f"issuer: no key {error}", file=sys.stderr)
+        return 1
+    for key in summary:
+        retired = "" if key["retired"] is None else f"  retired {key['retired']}"
+        print(
+            f"{key['kid']}  {key['alg']}  {key['state']}  created {key['created']}"
+            f"  activated {key['activated']}{retired}"
+        )
     return 0
 
 
@@ -96,8 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="signing keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
-    key_list = key_commands.add_parser("list", help="kid, algorithm, state, created")
+    key_list = key_commands.add_parser(
+        "list", help="kid, algorithm, state, created, activated, retired"
+    )
     key_list.set_defaults(handler=_keys)
+    key_rotate = key_commands.add_parser(
+        "rotate", help="publish a next key now; it signs one JWKS cache lifetime later"
+    )
+    key_rotate.set_defaults(handler=_keys)
+    key_retire = key_commands.add_parser(
+        "retire", help="remove a key at once (a compromised key); its tokens stop verifying"
+    )
+    key_retire.add_argument("kid")
+    key_retire.set_defaults(handler=_keys)
     return parser
 
 

@@ -30,6 +30,9 @@ class IssuerConfig:
     allowed_audiences: tuple[str, ...] | None = None
     default_audience: str | None = None
     poll_interval: int = 2
+    key_rotation_days: int = 14
+    key_alg: str = "RS256"
+    key_rsa_bits: int = 2048
 
     @property
     def audience_when_unnamed(self) -> str:
@@ -68,6 +71,9 @@ class IssuerConfig:
             allowed_audiences=tuple(allowed) if allowed else None,
             default_audience=default_audience,
             poll_interval=_seconds(env, "ISSUER_POLL_INTERVAL", 2, low=1, high=60),
+            key_rotation_days=_whole(env, "ISSUER_KEY_ROTATION_DAYS", 14, low=1, high=365),
+            key_alg=_choice(env, "ISSUER_KEY_ALG", "RS256", ("RS256", "ES256")),
+            key_rsa_bits=int(_choice(env, "ISSUER_KEY_RSA_BITS", "2048", ("2048", "3072"))),
         )
 
 
@@ -104,6 +110,22 @@ def _seconds(env: Mapping[str, str], name: str, default: int, *, low: int, high:
     if not low <= value <= high:
         raise ConfigError(name, f"must be between {low} and {high} seconds")
     return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ConfigError(name, f"must be a whole number between {low} and {high}")
+    return int(raw)
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip() or default
+    if raw not in choices:
+        raise ConfigError(name, "must be one of " + ", ".join(choices))
+    return raw
 
 
 def _key_encryption_key(env: Mapping[str, str]) -> bytes | None:

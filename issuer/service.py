@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 
@@ -9,10 +11,10 @@ import httpx
 
 from issuer.claims import ClaimService
 from issuer.config import IssuerConfig
-from issuer.discovery import discovery_document
+from issuer.discovery import Published, publish
 from issuer.github.channels import AnnotationChannel, LogChannel
 from issuer.github.client import GitHubClient
-from issuer.keys import Keyring
+from issuer.keys import KeyPolicy, Keyring, Keys
 from issuer.store import MemoryStore, RedisStore, Store
 from issuer.watcher import RunWatcher
 
@@ -26,16 +28,44 @@ class IssuerService:
         self,
         config: IssuerConfig,
         store: Store,
-        keyring: Keyring,
+        keys: Keys,
         github: GitHubClient,
     ) -> None:
         self.config = config
         self.store = store
-        self.keyring = keyring
+        self.keys = keys
         self.github = github
-        self.discovery_bytes = discovery_document(config.issuer_url, keyring)
+        self.published: Published = publish(config.issuer_url, keys.keyring)
+        self._published_from = keys.keyring
         watcher = RunWatcher(github, [LogChannel(github), AnnotationChannel(github)])
-        self.claims = ClaimService(config, store, watcher, lambda: self.keyring.active)
+        self.claims = ClaimService(config, store, watcher, keys.signing_key)
+        self._refresher: asyncio.Task[None] | None = None
+
+    @property
+    def keyring(self) -> Keyring:
+        return self.keys.keyring
+
+    async def refresh_keys(self) -> None:
+        """Follow the shared keyring (and rotate when due); re-publish if it changed, here or
+        by a rotation or retirement made through ``self.keys``."""
+        await self.keys.refresh()
+        keyring = self.keys.keyring
+        if keyring is not self._published_from:
+            self.published = publish(self.config.issuer_url, keyring)
+            self._published_from = keyring
+
+    def follow_keys(self) -> None:
+        """Refresh the keyring every ``refresh_interval`` until :meth:`close`."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self.keys.policy.refresh_interval)
+                try:
+                    await self.refresh_keys()
+                except Exception:  # a store hiccup: keep the keys we have, try again
+                    log.exception("keyring refresh failed")
+
+        self._refresher = asyncio.create_task(loop())
 
     @classmethod
     async def start(
@@ -56,12 +86,29 @@ class IssuerService:
                 store = MemoryStore()
         # Without Redis the keys never leave this process: a per-process wrapping key will do.
         kek = config.key_encryption_key or os.urandom(32)
-        keyring = await Keyring.load_or_create(store, kek)
+        keys = Keys(store, kek, key_policy(config))
+        await keys.load()
+        await keys.refresh()  # a rotation due while no replica ran
         github = GitHubClient(
             config.github_api_url, config.github_tokens, store, transport=github_transport
         )
-        return cls(config, store, keyring, github)
+        service = cls(config, store, keys, github)
+        service.follow_keys()
+        return service
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
         await self.github.aclose()
         await self.store.close()
+
+
+def key_policy(config: IssuerConfig) -> KeyPolicy:
+    return KeyPolicy(
+        alg=config.key_alg,
+        rsa_bits=config.key_rsa_bits,
+        rotation_period=config.key_rotation_days * 86400,
+        token_ttl=config.token_ttl,
+    )

@@ -50,3 +50,49 @@ async def test_the_store_answers_a_ping(store: Store) -> None:
 
 def test_tagged_keys_share_the_cluster_slot_of_their_tag() -> None:
     assert tagged("claim:ab", "used") == "{claim:ab}:used"
+
+
+async def test_compare_and_set_writes_when_the_key_is_absent_and_none_is_expected(
+    store: Store,
+) -> None:
+    assert await store.compare_and_set("cas", None, b"one")
+    assert await store.get("cas") == b"one"
+
+
+async def test_compare_and_set_refuses_when_absence_is_expected_but_a_value_exists(
+    store: Store,
+) -> None:
+    await store.set("cas", b"one")
+    assert not await store.compare_and_set("cas", None, b"two")
+    assert await store.get("cas") == b"one"
+
+
+async def test_compare_and_set_replaces_the_expected_value(store: Store) -> None:
+    await store.set("cas", b"\x00one")
+    assert await store.compare_and_set("cas", b"\x00one", b"two")
+    assert await store.get("cas") == b"two"
+
+
+async def test_compare_and_set_refuses_when_the_value_changed(store: Store) -> None:
+    await store.set("cas", b"one")
+    assert not await store.compare_and_set("cas", b"stale", b"two")
+    assert await store.get("cas") == b"one"
+
+
+async def test_compare_and_set_refuses_when_a_value_is_expected_but_absent(store: Store) -> None:
+    assert not await store.compare_and_set("cas", b"one", b"two")
+    assert await store.get("cas") is None
+
+
+async def test_compare_and_set_honours_its_ttl(store: Store) -> None:
+    assert await store.compare_and_set("cas", None, b"one", ttl=0.05)
+    await asyncio.sleep(0.12)
+    assert await store.get("cas") is None
+
+
+async def test_concurrent_compare_and_sets_from_one_value_have_one_winner(store: Store) -> None:
+    await store.set("cas", b"v0")
+    results = await asyncio.gather(
+        *(store.compare_and_set("cas", b"v0", str(i).encode()) for i in range(50))
+    )
+    assert results.count(True) == 1

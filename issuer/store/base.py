@@ -24,6 +24,12 @@ class Store(Protocol):
         """Store ``value``; with ``only_if_absent`` the write happens only if the key does not
         exist, atomically across replicas. True if written."""
 
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, new: bytes, *, ttl: float | None = None
+    ) -> bool:
+        """Write ``new`` only if the value is ``expected`` (None: only if absent), atomically
+        across replicas. True if written."""
+
     async def delete(self, key: str) -> bool:
         """True if the key existed."""
 

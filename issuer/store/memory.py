@@ -46,6 +46,16 @@ class MemoryStore:
             self._sweep()
             return True
 
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, new: bytes, *, ttl: float | None = None
+    ) -> bool:
+        async with self._lock:
+            if self._live(key) != expected:
+                return False
+            expires = None if ttl is None else self._clock() + ttl
+            self._values[key] = (bytes(new), expires)
+            return True
+
     async def delete(self, key: str) -> bool:
         async with self._lock:
             existed = self._live(key) is not None

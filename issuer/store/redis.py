@@ -11,6 +11,22 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
+# KEYS[1]; ARGV: 1 if the key must be absent, the expected value, the new value, PX or "".
+_COMPARE_AND_SET = """
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current then return 0 end
+elseif current ~= ARGV[2] then
+  return 0
+end
+if ARGV[4] == '' then
+  redis.call('SET', KEYS[1], ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+end
+return 1
+"""
+
 
 class StoreUnavailable(Exception):
     """Redis could not be reached or answered with an error."""
@@ -58,6 +74,19 @@ class RedisStore:
         px = None if ttl is None else max(1, math.ceil(ttl * 1000))
         try:
             written = await self._redis.set(key, value, px=px, nx=only_if_absent)
+        except RedisError as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+        return bool(written)
+
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, new: bytes, *, ttl: float | None = None
+    ) -> bool:
+        absent = b"1" if expected is None else b"0"
+        px = b"" if ttl is None else str(max(1, math.ceil(ttl * 1000))).encode()
+        try:
+            written = await self._redis.eval(
+                _COMPARE_AND_SET, 1, key, absent, expected or b"", new, px
+            )
         except RedisError as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
         return bool(written)
