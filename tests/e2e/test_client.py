@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 from issuer.sim import GitHubSim
+from tests.client.runner import read_outputs as outputs
+from tests.client.runner import runner_env
 from tests.e2e.harness import ForkRun
-
-
-def runner_env(pr: ForkRun, output: Path, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "GITHUB_ACTIONS": "true",
-        "GITHUB_REPOSITORY": pr.upstream.full_name,
-        "GITHUB_RUN_ID": str(pr.run.id),
-        "GITHUB_RUN_ATTEMPT": str(pr.run.run_attempt),
-        "GITHUB_EVENT_NAME": "pull_request",
-        "GITHUB_OUTPUT": str(output),
-        **extra,
-    }
 
 
 def issuer_token(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -34,13 +22,6 @@ def issuer_token(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess
         timeout=60,
         check=False,
     )
-
-
-def outputs(path: Path) -> dict[str, str]:
-    found = {}
-    for match in re.finditer(r"^(\w+)<<(\S+)\n(.*?)\n\2\n", path.read_text(), re.M | re.S):
-        found[match.group(1)] = match.group(3)
-    return found
 
 
 def test_the_two_job_pattern_yields_a_masked_token_and_never_prints_the_claim(
