@@ -62,12 +62,12 @@ async def exchange(request: Request) -> Response:
         return JSONResponse(body, headers=headers)
     EXCHANGES.labels("pending").inc()
     headers["Retry-After"] = str(outcome.retry_after)
-    body2 = {
+    pending = {
         "status": "pending",
         "error_description": outcome.description,
         "retry_after": outcome.retry_after,
     }
-    return JSONResponse(body2, status_code=202, headers=headers)
+    return JSONResponse(pending, status_code=202, headers=headers)
 
 
 class _PreparedResponse(Response):

@@ -12,16 +12,23 @@ from issuer.client import cli as token_cli
 from issuer.config import ConfigError, IssuerConfig
 
 
+def _config_or_none() -> IssuerConfig | None:
+    """The configuration, or None after one line on stderr naming the bad setting."""
+    try:
+        return IssuerConfig.from_env(os.environ)
+    except ConfigError as error:
+        print(f"issuer: {error}", file=sys.stderr)
+        return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from issuer.app import create_app
     from issuer.service import IssuerService
 
-    try:
-        config = IssuerConfig.from_env(os.environ)
-    except ConfigError as error:
-        print(f"issuer: {error}", file=sys.stderr)
+    config = _config_or_none()
+    if config is None:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # httpx logs every URL it fetches, and a job log's download URL is signed: a credential.
@@ -51,10 +58,8 @@ def _keys(args: argparse.Namespace) -> int:
     from issuer.service import key_policy
     from issuer.store import RedisStore
 
-    try:
-        config = IssuerConfig.from_env(os.environ)
-    except ConfigError as error:
-        print(f"issuer: {error}", file=sys.stderr)
+    config = _config_or_none()
+    if config is None:
         return 2
     if not config.redis_url or config.key_encryption_key is None:
         print("issuer: ISSUER_REDIS_URL: keys are shared only through Redis", file=sys.stderr)

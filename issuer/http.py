@@ -39,10 +39,8 @@ def error_response(error: ApiError) -> JSONResponse:
 
 
 async def read_json(request: Request, limit: int = MAX_BODY) -> Any:
-    """The request's JSON body, refusing more than ``limit`` bytes before reading them all."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "request_too_large", f"the body must be at most {limit} bytes")
+    """The request's JSON body, refusing more than ``limit`` bytes as they arrive (a declared
+    length over the limit is refused earlier, by :class:`BodyLimit`)."""
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
