@@ -75,18 +75,42 @@ def log_lines(log: str) -> Iterable[LogLine]:
         yield LogLine(number, text, in_header)
 
 
-def _is_challenge(text: str, code: str) -> bool:
-    expected = payload(code)
-    return text in (expected, "##[notice]" + expected, challenge_line(code))
+def code_on_line(text: str) -> str | None:
+    """The code if this cleaned line is a challenge as printed (payload, ``##[notice]`` form
+    or the raw workflow command), else None."""
+    for prefix in ("##[notice]" + PAYLOAD_PREFIX, "::notice::" + PAYLOAD_PREFIX, PAYLOAD_PREFIX):
+        if text.startswith(prefix):
+            code = text[len(prefix) :]
+            return code if looks_like_code(code) else None
+    return None
+
+
+def codes_in_log(log: str) -> dict[str, int]:
+    """Every challenge code the steps printed, with the line where each first appears.
+
+    Reading all codes at once lets a job's log be fetched a single time, whichever claims
+    are waiting on the run then or later."""
+    found: dict[str, int] = {}
+    for line in log_lines(log):
+        if line.in_step_header:
+            continue
+        code = code_on_line(line.text)
+        if code is not None:
+            found.setdefault(code, line.number)
+    return found
 
 
 def find_in_log(log: str, code: str) -> int | None:
     """The line number at which the step's output holds the challenge, or None."""
-    for line in log_lines(log):
-        if not line.in_step_header and _is_challenge(line.text, code):
-            return line.number
-    return None
+    return codes_in_log(log).get(code)
+
+
+def code_in_annotation(message: str | None) -> str | None:
+    """The code a notice annotation carries, or None."""
+    if message is None:
+        return None
+    return code_on_line(clean(message))
 
 
 def annotation_matches(message: str | None, code: str) -> bool:
-    return message is not None and clean(message) in (payload(code), challenge_line(code))
+    return code_in_annotation(message) == code

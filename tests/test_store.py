@@ -96,3 +96,56 @@ async def test_concurrent_compare_and_sets_from_one_value_have_one_winner(store:
         *(store.compare_and_set("cas", b"v0", str(i).encode()) for i in range(50))
     )
     assert results.count(True) == 1
+
+
+async def test_incr_counts_from_one(store: Store) -> None:
+    assert [await store.incr("n", ttl=10) for _ in range(3)] == [1, 2, 3]
+
+
+async def test_a_counter_starts_again_after_its_ttl(store: Store) -> None:
+    await store.incr("n", ttl=0.05)
+    await asyncio.sleep(0.1)
+    assert await store.incr("n", ttl=10) == 1
+
+
+async def test_concurrent_incrs_lose_no_count(store: Store) -> None:
+    await asyncio.gather(*(store.incr("n", ttl=10) for _ in range(20)))
+    assert await store.incr("n", ttl=10) == 21
+
+
+async def test_hash_fields_read_back_one_by_one_and_all_together(store: Store) -> None:
+    assert await store.hash_set("h", "a", b"1") is True
+    assert await store.hash_set("h", "b", b"2") is True
+    assert await store.hash_get("h", "a") == b"1"
+    assert await store.hash_get_all("h") == {"a": b"1", "b": b"2"}
+
+
+async def test_hash_set_reports_an_existing_field_as_not_new(store: Store) -> None:
+    await store.hash_set("h", "a", b"1")
+    assert await store.hash_set("h", "a", b"2") is False
+    assert await store.hash_get("h", "a") == b"2"
+
+
+async def test_a_missing_hash_reads_as_empty(store: Store) -> None:
+    assert await store.hash_get_all("nothing") == {}
+    assert await store.hash_get("nothing", "a") is None
+
+
+async def test_hash_delete_counts_the_fields_that_existed(store: Store) -> None:
+    await store.hash_set("h", "a", b"1")
+    await store.hash_set("h", "b", b"2")
+    assert await store.hash_delete("h", "a", "c") == 1
+    assert await store.hash_get_all("h") == {"b": b"2"}
+
+
+async def test_a_hash_expires_after_its_ttl(store: Store) -> None:
+    await store.hash_set("h", "a", b"1", ttl=0.05)
+    await asyncio.sleep(0.1)
+    assert await store.hash_get_all("h") == {}
+
+
+async def test_a_shorter_ttl_never_shortens_a_hash_life(store: Store) -> None:
+    await store.hash_set("h", "a", b"1", ttl=10)
+    await store.hash_set("h", "b", b"2", ttl=0.05)
+    await asyncio.sleep(0.1)
+    assert await store.hash_get_all("h") == {"a": b"1", "b": b"2"}

@@ -33,6 +33,22 @@ class Store(Protocol):
     async def delete(self, key: str) -> bool:
         """True if the key existed."""
 
+    async def incr(self, key: str, *, ttl: float) -> int:
+        """Add one to a counter and return it; a new counter expires after ``ttl``."""
+
+    async def hash_set(
+        self, key: str, field: str, value: bytes, *, ttl: float | None = None
+    ) -> bool:
+        """Set one field of a hash; True if the field is new. ``ttl`` (re)sets the expiry of
+        the whole hash, but never shortens it."""
+
+    async def hash_get(self, key: str, field: str) -> bytes | None: ...
+
+    async def hash_get_all(self, key: str) -> dict[str, bytes]: ...
+
+    async def hash_delete(self, key: str, *fields: str) -> int:
+        """How many of ``fields`` existed."""
+
     async def ping(self) -> bool:
         """True if the store answers."""
 

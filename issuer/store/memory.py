@@ -11,6 +11,7 @@ class MemoryStore:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._values: dict[str, tuple[bytes, float | None]] = {}
+        self._hashes: dict[str, tuple[dict[str, bytes], float | None]] = {}
         self._lock = asyncio.Lock()
         self._writes = 0
 
@@ -62,8 +63,60 @@ class MemoryStore:
             self._values.pop(key, None)
             return existed
 
+    async def incr(self, key: str, *, ttl: float) -> int:
+        async with self._lock:
+            current = self._live(key)
+            count = int(current or 0) + 1
+            expires = self._clock() + ttl if current is None else self._values[key][1]
+            self._values[key] = (str(count).encode(), expires)
+            self._sweep()
+            return count
+
+    def _hash(self, key: str) -> dict[str, bytes] | None:
+        entry = self._hashes.get(key)
+        if entry is None:
+            return None
+        fields, expires = entry
+        if expires is not None and expires <= self._clock():
+            del self._hashes[key]
+            return None
+        return fields
+
+    async def hash_set(
+        self, key: str, field: str, value: bytes, *, ttl: float | None = None
+    ) -> bool:
+        async with self._lock:
+            fields = self._hash(key)
+            expires = None if fields is None else self._hashes[key][1]
+            if fields is None:
+                fields = {}
+            if ttl is not None:
+                wanted = self._clock() + ttl
+                expires = wanted if expires is None else max(expires, wanted)
+            new = field not in fields
+            fields[field] = bytes(value)
+            self._hashes[key] = (fields, expires)
+            return new
+
+    async def hash_get(self, key: str, field: str) -> bytes | None:
+        return (self._hash(key) or {}).get(field)
+
+    async def hash_get_all(self, key: str) -> dict[str, bytes]:
+        return dict(self._hash(key) or {})
+
+    async def hash_delete(self, key: str, *fields: str) -> int:
+        async with self._lock:
+            current = self._hash(key)
+            if current is None:
+                return 0
+            removed = sum(current.pop(field, None) is not None for field in fields)
+            if not current:
+                del self._hashes[key]
+            return removed
+
     async def ping(self) -> bool:
         return True
 
     async def close(self) -> None:
         self._values.clear()
+        self._hashes.clear()

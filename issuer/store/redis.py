@@ -27,6 +27,27 @@ end
 return 1
 """
 
+# KEYS[1]; ARGV: the expiry in ms of a new counter.
+_INCR = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+# KEYS[1]; ARGV: field, value, expiry in ms or "". The expiry is only ever lengthened.
+_HASH_SET = """
+local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] ~= '' then
+  local left = redis.call('PTTL', KEYS[1])
+  if left < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+end
+return new
+"""
+
+
+def _ms(ttl: float) -> int:
+    return max(1, math.ceil(ttl * 1000))
+
 
 class StoreUnavailable(Exception):
     """Redis could not be reached or answered with an error."""
@@ -94,6 +115,43 @@ class RedisStore:
     async def delete(self, key: str) -> bool:
         try:
             return bool(await self._redis.delete(key))
+        except RedisError as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+
+    async def incr(self, key: str, *, ttl: float) -> int:
+        try:
+            return int(await self._redis.eval(_INCR, 1, key, _ms(ttl)))
+        except RedisError as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+
+    async def hash_set(
+        self, key: str, field: str, value: bytes, *, ttl: float | None = None
+    ) -> bool:
+        px = b"" if ttl is None else str(_ms(ttl)).encode()
+        try:
+            return bool(await self._redis.eval(_HASH_SET, 1, key, field, value, px))
+        except RedisError as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+
+    async def hash_get(self, key: str, field: str) -> bytes | None:
+        try:
+            value = await self._redis.hget(key, field)
+        except RedisError as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+        return None if value is None else bytes(value)
+
+    async def hash_get_all(self, key: str) -> dict[str, bytes]:
+        try:
+            found = await self._redis.hgetall(key)
+        except RedisError as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+        return {field.decode(): bytes(value) for field, value in found.items()}
+
+    async def hash_delete(self, key: str, *fields: str) -> int:
+        if not fields:
+            return 0
+        try:
+            return int(await self._redis.hdel(key, *fields))
         except RedisError as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
 
