@@ -1,4 +1,4 @@
-"""The claim lifecycle: create, look, and exchange once.
+"""The claim lifecycle: create, wait for the line, and exchange once.
 
 States, kept in the shared store under one hash tag per claim (the claim id is stored
 only as its SHA-256, so the store holds no capability):
@@ -6,9 +6,9 @@ only as its SHA-256, so the store holds no capability):
     pending ──line seen in the run──▶ seen ──first exchange wins (SET NX)──▶ used
        │                                                      any state ──▶ expired
 
-A look at GitHub that does not find the line, or that fails, leaves the claim pending: only
-handing out its token uses a claim up. Looks are shared: at most one per poll interval per
-claim across all replicas, and once one replica has seen the line every replica knows it.
+Claims do not look at GitHub themselves: each registers its code with its run, and the one
+watcher of that run (:mod:`issuer.watch`) records every code it sees there. A look that
+finds nothing, or fails, leaves the claim pending: only handing out its token uses it up.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -27,18 +28,18 @@ from typing import Any
 from issuer import challenge
 from issuer.config import IssuerConfig
 from issuer.errors import ApiError, invalid_request
-from issuer.github.errors import GitHubError, GitHubUnavailable
 from issuer.keys import SigningKey
 from issuer.metrics import CLAIMS, TOKENS
+from issuer.runs import FAILURE_REJECTED, FAILURE_UNAVAILABLE, Failure, RunKey, RunState
 from issuer.store import Store, tagged
-from issuer.tokens import identity_claims, sign, with_lifetime
-from issuer.watcher import Look, RunRejected, RunWatcher
+from issuer.tokens import sign, with_lifetime
+from issuer.watch import RunWatches
 
 log = logging.getLogger(__name__)
 
 RETENTION = 3600  # how long an expired or used claim is remembered, to answer 410
 MAX_WAIT = 30
-WAIT_TICK = 0.25
+FIRST_LOOK_WAIT = 5
 TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
 
 _OWNER = r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}"
@@ -127,10 +128,7 @@ def _digest(claim_id: str) -> str:
 class _Keys:
     def __init__(self, digest: str) -> None:
         self.record = tagged(f"claim:{digest}", "record")
-        self.seen = tagged(f"claim:{digest}", "seen")
         self.used = tagged(f"claim:{digest}", "used")
-        self.looking = tagged(f"claim:{digest}", "looking")
-        self.status = tagged(f"claim:{digest}", "status")
 
 
 class ClaimService:
@@ -138,15 +136,16 @@ class ClaimService:
         self,
         config: IssuerConfig,
         store: Store,
-        watcher: RunWatcher,
+        watches: RunWatches,
         signing_key: Callable[[], SigningKey],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
         self._store = store
-        self._watcher = watcher
+        self._watches = watches
         self._signing_key = signing_key
         self._clock = clock
+        self._stopping = asyncio.Event()
 
     async def create(self, request: ClaimRequest) -> dict[str, Any]:
         claim_id = secrets.token_urlsafe(32)
@@ -166,6 +165,7 @@ class ClaimService:
             json.dumps(asdict(record)).encode(),
             ttl=self._config.claim_ttl + RETENTION,
         )
+        await self._watches.claimed(_run_key(record), code, expires_at)
         CLAIMS.labels("created").inc()
         return {
             "claim_id": claim_id,
@@ -176,6 +176,12 @@ class ClaimService:
             "poll_interval": self._config.poll_interval,
         }
 
+    async def begin_shutdown(self) -> None:
+        """Answer every waiting exchange now (pending, to be retried elsewhere) and hand this
+        replica's runs over to the others."""
+        self._stopping.set()
+        await self._watches.close()
+
     async def exchange(self, claim_id: str, wait: float) -> Issued | Pending:
         """The token once the line was seen; Pending until then. Raises ApiError."""
         if not _CLAIM_ID.match(claim_id):
@@ -185,34 +191,60 @@ class ClaimService:
         if raw is None:
             raise ApiError(404, "claim_not_found", "no such claim (it may have expired long ago)")
         record = ClaimRecord(**json.loads(raw))
+        key = _run_key(record)
+        state = self._watches.state(key)
         deadline = self._clock() + min(max(wait, 0.0), MAX_WAIT)
-        unavailable: GitHubUnavailable | None = None
-        while True:
-            self._refuse_if_spent(record, await self._store.get(keys.used))
-            try:
-                seen = await self._seen(record, keys)
-                unavailable = None
-            except GitHubUnavailable as exc:
-                seen, unavailable = None, exc
-            except GitHubError as exc:  # an answer we cannot use: not the caller's fault
-                log.warning("unusable GitHub answer: %s", exc)
-                seen, unavailable = None, GitHubUnavailable(str(exc), retry_after=30)
-            if seen is not None:
-                return await self._issue(record, keys, seen)
-            remaining = min(deadline, record.expires_at) - self._clock()
-            if remaining <= 0 or (unavailable and unavailable.retry_after > remaining):
-                break
-            await asyncio.sleep(min(WAIT_TICK, remaining))
-        if unavailable is not None:
+        # Even an exchange that will not wait gets the verdict of the run's first look.
+        first_look_by = self._clock() + FIRST_LOOK_WAIT
+        self._refuse_if_spent(record, await self._store.get(keys.used))
+        seen = await state.sighting(record.code)
+        if seen is not None:
+            return await self._issue(record, keys, seen)
+        if self._stopping.is_set():
+            return await self._pending(record, state)
+        asked_at = self._clock()
+        async with self._watches.waiting(key) as follower:
+            while True:
+                self._refuse_if_spent(record, await self._store.get(keys.used))
+                seen = await state.sighting(record.code)
+                if seen is not None:
+                    return await self._issue(record, keys, seen)
+                failure = await state.failure()
+                if failure is not None and failure.at < asked_at:
+                    failure = None  # from a look older than this exchange: wait for a fresh one
+                if failure is not None and failure.kind == FAILURE_REJECTED:
+                    CLAIMS.labels("rejected").inc()
+                    raise ApiError(403, "run_rejected", failure.message)
+                now = self._clock()
+                remaining = min(deadline, record.expires_at) - now
+                if self._stopping.is_set():
+                    break
+                if remaining <= 0:
+                    if now >= first_look_by or await self._looked(state, failure):
+                        break
+                    remaining = first_look_by - now
+                if failure is not None and failure.until - now > remaining:
+                    break  # GitHub rests longer than this exchange may wait
+                await follower.wait(min(remaining, 1.0))
+        return await self._pending(record, state)
+
+    @staticmethod
+    async def _looked(state: RunState, failure: Failure | None) -> bool:
+        return failure is not None or await state.status() is not None
+
+    async def _pending(self, record: ClaimRecord, state: RunState) -> Pending:
+        """What the exchange answers when it stops waiting without a token."""
+        failure = await state.failure()
+        now = self._clock()
+        if failure is not None and failure.kind == FAILURE_UNAVAILABLE and failure.until > now:
             raise ApiError(
                 503,
                 "github_unavailable",
-                f"GitHub could not be read: {unavailable}; the claim is still pending",
-                retry_after=unavailable.retry_after,
+                f"GitHub could not be read: {failure.message}; the claim is still pending",
+                retry_after=max(1, math.ceil(failure.until - now)),
             )
         self._refuse_if_spent(record, None)
-        status = await self._store.get(keys.status)
-        description = status.decode() if status else "waiting for the first look at the run"
+        description = await state.status() or "waiting for the first look at the run"
         return Pending(description, self._config.poll_interval)
 
     def _refuse_if_spent(self, record: ClaimRecord, used: bytes | None) -> None:
@@ -221,53 +253,10 @@ class ClaimService:
         if self._clock() >= record.expires_at:
             raise ApiError(410, "claim_expired", "this claim expired before its line was seen")
 
-    async def _seen(self, record: ClaimRecord, keys: _Keys) -> dict[str, Any] | None:
-        """The token's GitHub-derived claims once the line was seen, else None."""
-        stored = await self._store.get(keys.seen)
-        if stored is not None:
-            return dict(json.loads(stored))
-        looked = await self._store.set(
-            keys.looking, b"1", ttl=self._config.poll_interval, only_if_absent=True
-        )
-        if not looked:
-            return None  # another exchange, maybe on another replica, looked moments ago
-        try:
-            look = await self._watcher.look(
-                record.repository, record.run_id, record.run_attempt, record.code
-            )
-        except RunRejected as exc:
-            CLAIMS.labels("rejected").inc()
-            raise ApiError(403, "run_rejected", str(exc)) from None
-        except GitHubError:
-            # A failed look tells nothing about the run: let the next exchange look again (a
-            # resting credential answers at once, without asking GitHub).
-            await self._store.delete(keys.looking)
-            raise
-        if look.sighting is None:
-            await self._store.set(keys.status, _waiting(look).encode(), ttl=RETENTION)
-            return None
-        claims = identity_claims(
-            issuer=self._config.issuer_url,
-            audience=record.audience,
-            run=look.run,
-            sighting=look.sighting,
-        )
-        ttl = record.expires_at - self._clock() + RETENTION
-        await self._store.set(keys.seen, json.dumps(claims).encode(), ttl=max(ttl, 1))
-        log.info(
-            "challenge seen in %s run %s attempt %s, job %s, via %s",
-            record.repository,
-            look.run.id,
-            look.run.run_attempt,
-            look.sighting.job_id,
-            look.sighting.channel,
-        )
-        return claims
-
     async def _issue(self, record: ClaimRecord, keys: _Keys, seen: dict[str, Any]) -> Issued:
         now = int(self._clock())
         ttl = self._config.token_ttl
-        claims = with_lifetime(seen, now=now, ttl=ttl)
+        claims = with_lifetime(seen, audience=record.audience, now=now, ttl=ttl)
         token = sign(claims, self._signing_key())
         won = await self._store.set(
             keys.used, b"1", ttl=max(record.expires_at - now + RETENTION, 1), only_if_absent=True
@@ -279,14 +268,5 @@ class ClaimService:
         return Issued(token, ttl)
 
 
-def _waiting(look: Look) -> str:
-    """What the run is waiting for, for the workflow's author."""
-    running = [job.name for job in look.jobs if not job.completed][:5]
-    done = sum(job.completed for job in look.jobs)
-    waiting = f"; still running: {', '.join(running)}" if running else ""
-    return (
-        f"the challenge line has not been seen in run {look.run.id} attempt "
-        f"{look.run.run_attempt} yet ({done} of {len(look.jobs)} jobs completed{waiting}): "
-        "GitHub serves a job's log only once the job has completed, so print the line in a "
-        "job that finishes before this exchange, or as a ::notice:: annotation"
-    )
+def _run_key(record: ClaimRecord) -> RunKey:
+    return RunKey(record.repository, record.run_id, record.run_attempt)

@@ -9,14 +9,15 @@ import os
 
 import httpx
 
-from issuer.claims import ClaimService
+from issuer.claims import RETENTION, ClaimService
 from issuer.config import IssuerConfig
 from issuer.discovery import Published, publish
 from issuer.github.channels import AnnotationChannel, LogChannel
 from issuer.github.client import GitHubClient
 from issuer.keys import KeyPolicy, Keyring, Keys
 from issuer.store import MemoryStore, RedisStore, Store
-from issuer.watcher import RunWatcher
+from issuer.watch import RunWatches
+from issuer.watcher import RunReader
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,11 @@ class IssuerService:
         self.github = github
         self.published: Published = publish(config.issuer_url, keys.keyring)
         self._published_from = keys.keyring
-        watcher = RunWatcher(github, [LogChannel(github), AnnotationChannel(github)])
-        self.claims = ClaimService(config, store, watcher, keys.signing_key)
+        reader = RunReader(github, logs=LogChannel(github), annotations=AnnotationChannel(github))
+        self.watches = RunWatches(
+            store, reader, issuer=config.issuer_url, ttl=config.claim_ttl + RETENTION
+        )
+        self.claims = ClaimService(config, store, self.watches, keys.signing_key)
         self._refresher: asyncio.Task[None] | None = None
 
     @property
@@ -101,6 +105,7 @@ class IssuerService:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
+        await self.watches.close()
         await self.github.aclose()
         await self.store.close()
 

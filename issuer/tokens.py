@@ -12,7 +12,7 @@ from typing import Any
 from joserfc import jwt
 
 from issuer.github.channels import Sighting
-from issuer.github.facts import RunFacts
+from issuer.github.facts import PullRequestFacts, RunFacts
 from issuer.keys import SigningKey
 
 
@@ -23,14 +23,20 @@ def runner_environment(runner_group_name: str | None) -> str | None:
 
 
 def identity_claims(
-    *, issuer: str, audience: str, run: RunFacts, sighting: Sighting
+    *,
+    issuer: str,
+    run: RunFacts,
+    sighting: Sighting,
+    pull_request: PullRequestFacts | None = None,
 ) -> dict[str, Any]:
-    """Who the token is about: fixed once the line was seen, whenever the token is signed."""
+    """Who the token is about: fixed once the line was seen, whenever the token is signed.
+
+    The audience is the claim's, added with the token's lifetime. ``pull_request`` is the
+    one GitHub lists with the run or, for a fork's run (listed with none), the one found."""
     repo = run.repository
     head = run.head_repository
     claims: dict[str, Any] = {
         "iss": issuer,
-        "aud": audience,
         "sub": f"repo:{repo.full_name}:pull_request",
         "repository": repo.full_name,
         "repository_id": str(repo.id),
@@ -59,18 +65,19 @@ def identity_claims(
     environment = runner_environment(sighting.runner_group_name)
     if environment is not None:
         claims["runner_environment"] = environment
-    if run.pull_requests:  # same-repository pull requests only: GitHub lists none for forks
-        pull = run.pull_requests[0]
+    pull = pull_request or (run.pull_requests[0] if run.pull_requests else None)
+    if pull is not None:
         claims["pull_request_number"] = str(pull.number)
         claims["base_ref"] = pull.base_ref
         claims["ref"] = f"refs/pull/{pull.number}/merge"
     return claims
 
 
-def with_lifetime(identity: dict[str, Any], *, now: int, ttl: int) -> dict[str, Any]:
-    """The identity plus when the token is valid and a unique ``jti``."""
+def with_lifetime(identity: dict[str, Any], *, audience: str, now: int, ttl: int) -> dict[str, Any]:
+    """The identity plus its audience, when the token is valid, and a unique ``jti``."""
     return {
         **identity,
+        "aud": audience,
         "iat": now,
         "nbf": now,
         "exp": now + ttl,

@@ -1,15 +1,26 @@
-"""Looking at a claim's run through GitHub: is it a run we may vouch for, and did it print the
-challenge? The run's facts come from GitHub's answer alone, never from the claim."""
+"""Looking at a run through GitHub: is it a run we may vouch for, and which challenge codes has
+it shown? The run's facts come from GitHub's answer alone, never from a claim.
+
+A look reads only what can have changed since the last one (kept in a :class:`Memo`):
+- a completed job's log once, unless its annotations already showed a code;
+- a running job's annotations when one of its own steps finished since they were read, or,
+  while an exchange waits, once its current step has run a while (for a claim made and
+  exchanged in one step). Rereads are conditional, so an unchanged list costs no budget.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
 from dataclasses import dataclass
 
-from issuer.github.channels import Channel, Sighting
+from issuer.github.channels import AnnotationChannel, LogChannel, Sighting
 from issuer.github.client import GitHubClient
 from issuer.github.errors import GitHubNotFound, GitHubUnavailable
 from issuer.github.facts import JobFacts, MalformedAnswer, RunFacts
+from issuer.runs import Memo, RunKey
+
+# A step that runs this long while an exchange waits has its annotations read mid-step.
+MID_STEP_READ = 2.0
 
 
 class RunRejected(Exception):
@@ -20,23 +31,90 @@ class RunRejected(Exception):
 class Look:
     run: RunFacts
     jobs: list[JobFacts]
-    sighting: Sighting | None
+    found: dict[str, Sighting]
 
 
-class RunWatcher:
-    def __init__(self, github: GitHubClient, channels: Sequence[Channel]) -> None:
+class RunReader:
+    def __init__(
+        self,
+        github: GitHubClient,
+        *,
+        logs: LogChannel | None,
+        annotations: AnnotationChannel | None,
+    ) -> None:
         self._github = github
-        self._channels = channels
+        self._logs = logs
+        self._annotations = annotations
 
-    async def look(self, repository: str, run_id: int, run_attempt: int | None, code: str) -> Look:
-        run = await self._read_run(repository, run_id, run_attempt)
-        check_run(run, repository, run_id)
-        jobs = await self._jobs(repository, run)
-        for channel in self._channels:
-            sighting = await channel.find(repository, jobs, code)
-            if sighting is not None:
-                return Look(run, jobs, sighting)
-        return Look(run, jobs, None)
+    async def look(self, key: RunKey, memo: Memo, *, waiting: bool, now: float) -> Look:
+        """Read the run and whatever of it may show new codes; ``memo`` is updated in place."""
+        run = await self._read_run(key.repository, key.run_id, key.run_attempt)
+        check_run(run, key.repository, key.run_id)
+        jobs = await self._jobs(key.repository, run)
+        reads = [self._read_log(key.repository, job, memo) for job in self._logs_due(jobs, memo)]
+        reads += [
+            self._read_annotations(key.repository, job, memo, now)
+            for job in self._annotations_due(jobs, memo, waiting=waiting, now=now)
+        ]
+        found: dict[str, Sighting] = {}
+        for sightings in await asyncio.gather(*reads):
+            for code, sighting in sightings.items():
+                found.setdefault(code, sighting)
+        for job in jobs:
+            if job.completed:
+                memo.step_seen.pop(job.id, None)
+        return Look(run, jobs, found)
+
+    def _logs_due(self, jobs: list[JobFacts], memo: Memo) -> list[JobFacts]:
+        if self._logs is None:
+            return []
+        return [
+            job
+            for job in jobs
+            if job.completed and job.id not in memo.logs_read and job.id not in memo.sighted_jobs
+        ]
+
+    def _annotations_due(
+        self, jobs: list[JobFacts], memo: Memo, *, waiting: bool, now: float
+    ) -> list[JobFacts]:
+        if self._annotations is None:
+            return []
+        due = []
+        for job in jobs:
+            if job.status != "in_progress":
+                continue
+            if job.user_steps_done > memo.annotations_at.get(job.id, 0):
+                due.append(job)  # one of its steps finished since the last read
+                continue
+            if job.step_in_progress is None:
+                continue
+            step, since = memo.step_seen.get(job.id, (None, now))
+            if step != job.step_in_progress:
+                memo.step_seen[job.id] = (job.step_in_progress, now)
+                continue
+            last_read = memo.annotations_read.get(job.id, 0.0)
+            if waiting and now - since >= MID_STEP_READ and now - last_read >= MID_STEP_READ:
+                due.append(job)
+        return due
+
+    async def _read_log(self, repository: str, job: JobFacts, memo: Memo) -> dict[str, Sighting]:
+        assert self._logs is not None
+        codes = await self._logs.codes(repository, job)
+        if codes is None:
+            return {}  # completed moments ago and still being finalised: next look
+        memo.logs_read.add(job.id)
+        return {code: _sighting(job, self._logs.name) for code in codes}
+
+    async def _read_annotations(
+        self, repository: str, job: JobFacts, memo: Memo, now: float
+    ) -> dict[str, Sighting]:
+        assert self._annotations is not None
+        codes = await self._annotations.codes(repository, job)
+        memo.annotations_at[job.id] = job.user_steps_done
+        memo.annotations_read[job.id] = now
+        if codes:
+            memo.sighted_jobs.add(job.id)
+        return {code: _sighting(job, self._annotations.name) for code in codes}
 
     async def _read_run(self, repository: str, run_id: int, attempt: int | None) -> RunFacts:
         path = f"/repos/{repository}/actions/runs/{run_id}"
@@ -71,6 +149,10 @@ class RunWatcher:
                 f"GitHub's answer was malformed: {exc}", retry_after=5
             ) from None
         return [job for job in jobs if job.run_attempt in (None, run.run_attempt)]
+
+
+def _sighting(job: JobFacts, channel: str) -> Sighting:
+    return Sighting(job.id, job.name, channel, job.runner_group_name)
 
 
 def check_run(run: RunFacts, repository: str, run_id: int) -> None:

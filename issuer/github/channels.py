@@ -1,11 +1,12 @@
-"""The channels through which a run can show the challenge: finished jobs' logs, annotations."""
+"""The channels through which a run shows challenge codes: completed jobs' logs, and the
+annotations that ``::notice::`` makes. Each answers every code it finds, so that one read
+serves every claim waiting on the run."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
-from issuer.challenge import annotation_matches, find_in_log
+from issuer.challenge import code_in_annotation, codes_in_log
 from issuer.github.client import GitHubClient
 from issuer.github.errors import GitHubNotFound
 from issuer.github.facts import JobFacts
@@ -13,7 +14,7 @@ from issuer.github.facts import JobFacts
 
 @dataclass(frozen=True)
 class Sighting:
-    """Where the challenge was seen."""
+    """Where a challenge was seen."""
 
     job_id: int
     job_name: str
@@ -21,51 +22,44 @@ class Sighting:
     runner_group_name: str | None
 
 
-class Channel(Protocol):
-    name: str
-
-    async def find(self, repository: str, jobs: list[JobFacts], code: str) -> Sighting | None: ...
+LOG = "log"
+ANNOTATION = "annotation"
 
 
 class LogChannel:
     """Completed jobs' logs: the documented way to read what a job printed."""
 
-    name = "log"
+    name = LOG
 
     def __init__(self, github: GitHubClient) -> None:
         self._github = github
 
-    async def find(self, repository: str, jobs: list[JobFacts], code: str) -> Sighting | None:
-        for job in jobs:
-            if not job.completed:
-                continue  # GitHub serves logs only once a job is complete
-            text = await self._github.download_log(repository, job.id)
-            if text is not None and find_in_log(text, code) is not None:
-                return Sighting(job.id, job.name, self.name, job.runner_group_name)
-        return None
+    async def codes(self, repository: str, job: JobFacts) -> set[str] | None:
+        """The codes the job's steps printed; None while GitHub does not serve the log yet."""
+        text = await self._github.download_log(repository, job.id)
+        return None if text is None else set(codes_in_log(text))
 
 
 class AnnotationChannel:
     """Check-run annotations made by ``::notice::``; they may appear before the job ends."""
 
-    name = "annotation"
+    name = ANNOTATION
 
     def __init__(self, github: GitHubClient) -> None:
         self._github = github
 
-    async def find(self, repository: str, jobs: list[JobFacts], code: str) -> Sighting | None:
-        for job in jobs:
-            if job.status == "queued":
+    async def codes(self, repository: str, job: JobFacts) -> set[str]:
+        try:
+            annotations = await self._github.get_all(
+                f"/repos/{repository}/check-runs/{job.id}/annotations?per_page=100", None
+            )
+        except GitHubNotFound:
+            return set()  # no check run (yet) for this job: nothing to read
+        found: set[str] = set()
+        for annotation in annotations:
+            if not isinstance(annotation, dict) or annotation.get("annotation_level") != "notice":
                 continue
-            try:
-                annotations = await self._github.get_all(
-                    f"/repos/{repository}/check-runs/{job.id}/annotations?per_page=100", None
-                )
-            except GitHubNotFound:
-                continue  # no check run (yet) for this job: nothing to read
-            for annotation in annotations:
-                if annotation.get("annotation_level") == "notice" and annotation_matches(
-                    annotation.get("message"), code
-                ):
-                    return Sighting(job.id, job.name, self.name, job.runner_group_name)
-        return None
+            code = code_in_annotation(annotation.get("message"))
+            if code is not None:
+                found.add(code)
+        return found

@@ -99,6 +99,9 @@ class RunFacts:
             raise MalformedAnswer(f"workflow run: {exc!r}") from None
 
 
+SETUP_STEP = "Set up job"  # the runner's own first step: no workflow command runs in it
+
+
 @dataclass(frozen=True)
 class JobFacts:
     id: int
@@ -106,6 +109,10 @@ class JobFacts:
     status: str
     run_attempt: int | None
     runner_group_name: str | None
+    # Steps of the workflow's own (not the runner's set-up) that have completed, and the
+    # number of the step in progress: annotations can only change when these do.
+    user_steps_done: int = 0
+    step_in_progress: int | None = None
 
     @property
     def completed(self) -> bool:
@@ -114,12 +121,60 @@ class JobFacts:
     @classmethod
     def parse(cls, data: Any) -> JobFacts:
         try:
+            steps = data.get("steps") or []
+            done = sum(
+                1
+                for step in steps
+                if step.get("status") == "completed" and step.get("name") != SETUP_STEP
+            )
+            running = [
+                int(step["number"])
+                for step in steps
+                if step.get("status") == "in_progress" and step.get("name") != SETUP_STEP
+            ]
             return cls(
                 id=int(data["id"]),
                 name=str(data.get("name") or ""),
                 status=str(data["status"]),
                 run_attempt=int(data["run_attempt"]) if data.get("run_attempt") else None,
                 runner_group_name=data.get("runner_group_name"),
+                user_steps_done=done,
+                step_in_progress=running[0] if running else None,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise MalformedAnswer(f"job: {exc!r}") from None
+
+
+@dataclass(frozen=True)
+class PullRequestListing:
+    """An item of ``GET /repos/{owner}/{repo}/pulls`` (PullRequestSimple), as far as the issuer
+    uses it. ``head_repo_id`` is None when the head repository was deleted."""
+
+    number: int
+    state: str
+    base_ref: str
+    base_repo_id: int
+    head_ref: str
+    head_sha: str
+    head_repo_id: int | None
+
+    @classmethod
+    def parse(cls, data: Any) -> PullRequestListing:
+        try:
+            head, base = data["head"], data["base"]
+            head_repo = head.get("repo")
+            return cls(
+                number=int(data["number"]),
+                state=str(data["state"]),
+                base_ref=str(base["ref"]),
+                base_repo_id=int(base["repo"]["id"]),
+                head_ref=str(head["ref"]),
+                head_sha=str(head["sha"]),
+                head_repo_id=int(head_repo["id"]) if head_repo else None,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MalformedAnswer(f"pull request: {exc!r}") from None
+
+    @property
+    def facts(self) -> PullRequestFacts:
+        return PullRequestFacts(number=self.number, base_ref=self.base_ref, head_ref=self.head_ref)

@@ -1,0 +1,210 @@
+"""What the issuer knows about one watched run, kept in the shared store for every replica.
+
+A run is watched once, however many claims wait on it and whichever replicas they reach:
+claims register their challenge codes here, the replica holding the run's lease looks at
+GitHub and records every code it finds, and exchanges read their own code's sighting.
+All keys of a run share one hash tag, so a Redis Cluster keeps them on one node.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from issuer.store import Store, tagged
+
+FAILURE_REJECTED = "rejected"
+FAILURE_UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """The run a claim names. Without an attempt, the latest attempt is watched."""
+
+    repository: str
+    run_id: int
+    run_attempt: int | None
+
+    @property
+    def tag(self) -> str:
+        return f"run:{self.repository.lower()}:{self.run_id}:{self.run_attempt or 0}"
+
+    def describe(self) -> str:
+        attempt = f" attempt {self.run_attempt}" if self.run_attempt else ""
+        return f"{self.repository} run {self.run_id}{attempt}"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why the look begun at ``at`` told nothing: the run was refused (for now: a later look
+    may accept it, say once a re-run's attempt exists), or GitHub is unavailable until
+    ``until``. A later successful look clears it."""
+
+    kind: str
+    message: str
+    at: float
+    until: float
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Failure:
+        return cls(**json.loads(raw))
+
+
+@dataclass
+class Memo:
+    """What the watcher already read, so that no log is fetched twice and annotations are read
+    only when they can have changed. Written only by the lease holder."""
+
+    logs_read: set[int] = field(default_factory=set)
+    sighted_jobs: set[int] = field(default_factory=set)
+    annotations_at: dict[int, int] = field(default_factory=dict)  # job → user steps done
+    annotations_read: dict[int, float] = field(default_factory=dict)  # job → when
+    step_seen: dict[int, tuple[int, float]] = field(default_factory=dict)  # job → (step, since)
+    sighted_codes: set[str] = field(default_factory=set)
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "logs_read": sorted(self.logs_read),
+                "sighted_jobs": sorted(self.sighted_jobs),
+                "annotations_at": self.annotations_at,
+                "annotations_read": self.annotations_read,
+                "step_seen": self.step_seen,
+                "sighted_codes": sorted(self.sighted_codes),
+            }
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> Memo:
+        if raw is None:
+            return cls()
+        data: dict[str, Any] = json.loads(raw)
+        return cls(
+            logs_read=set(data["logs_read"]),
+            sighted_jobs=set(data["sighted_jobs"]),
+            annotations_at={int(k): int(v) for k, v in data["annotations_at"].items()},
+            annotations_read={int(k): float(v) for k, v in data["annotations_read"].items()},
+            step_seen={int(k): (int(v[0]), float(v[1])) for k, v in data["step_seen"].items()},
+            sighted_codes=set(data["sighted_codes"]),
+        )
+
+
+class RunState:
+    """The shared record of one run. ``ttl`` bounds how long any of it is kept."""
+
+    def __init__(
+        self, store: Store, key: RunKey, *, ttl: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.key = key
+        self._store = store
+        self._ttl = ttl
+        self._clock = clock
+        tag = key.tag
+        self._claims = tagged(tag, "claims")
+        self._sightings = tagged(tag, "sightings")
+        self._memo = tagged(tag, "memo")
+        self._lease = tagged(tag, "lease")
+        self._wanted = tagged(tag, "wanted")
+        self._status = tagged(tag, "status")
+        self._failure = tagged(tag, "failure")
+        self._version = tagged(tag, "version")
+        self._pull = tagged(tag, "pull")
+
+    # -- claims waiting on the run ----------------------------------------------------------
+
+    async def add_claim(self, code: str, expires_at: int) -> None:
+        await self._store.hash_set(self._claims, code, str(expires_at).encode(), ttl=self._ttl)
+
+    async def pending_codes(self) -> set[str]:
+        """Codes of unexpired claims; expired ones are dropped on the way."""
+        now = self._clock()
+        codes = await self._store.hash_get_all(self._claims)
+        expired = [code for code, expires in codes.items() if float(expires) <= now]
+        if expired:
+            await self._store.hash_delete(self._claims, *expired)
+        return set(codes) - set(expired)
+
+    # -- what was found ---------------------------------------------------------------------
+
+    async def add_sightings(self, identities: dict[str, dict[str, Any]]) -> None:
+        for code, identity in identities.items():
+            await self._store.hash_set(
+                self._sightings, code, json.dumps(identity).encode(), ttl=self._ttl
+            )
+        await self.bump()
+
+    async def sighting(self, code: str) -> dict[str, Any] | None:
+        raw = await self._store.hash_get(self._sightings, code)
+        return None if raw is None else dict(json.loads(raw))
+
+    async def failure(self) -> Failure | None:
+        raw = await self._store.get(self._failure)
+        return None if raw is None else Failure.decode(raw)
+
+    async def set_failure(self, failure: Failure) -> None:
+        await self._store.set(self._failure, failure.encode(), ttl=self._ttl)
+        await self.bump()
+
+    async def clear_failure(self) -> None:
+        if await self._store.delete(self._failure):
+            await self.bump()
+
+    async def status(self) -> str | None:
+        raw = await self._store.get(self._status)
+        return None if raw is None else raw.decode()
+
+    async def set_status(self, text: str) -> None:
+        await self._store.set(self._status, text.encode(), ttl=self._ttl)
+
+    async def pull_request(self) -> dict[str, Any] | None:
+        raw = await self._store.get(self._pull)
+        return None if raw is None else dict(json.loads(raw))
+
+    async def set_pull_request(self, pull: dict[str, Any]) -> None:
+        await self._store.set(self._pull, json.dumps(pull).encode(), ttl=self._ttl)
+
+    async def bump(self) -> None:
+        """Tell followers on every replica that something changed."""
+        await self._store.incr(self._version, ttl=self._ttl)
+
+    async def version(self) -> int:
+        return int(await self._store.get(self._version) or 0)
+
+    # -- the watcher's memory ---------------------------------------------------------------
+
+    async def memo(self) -> Memo:
+        return Memo.decode(await self._store.get(self._memo))
+
+    async def save_memo(self, memo: Memo) -> None:
+        await self._store.set(self._memo, memo.encode(), ttl=self._ttl)
+
+    # -- who watches, and who waits ---------------------------------------------------------
+
+    async def want(self) -> None:
+        """An exchange is waiting now: the holder looks at once and keeps looking often."""
+        await self._store.set(self._wanted, repr(self._clock()).encode(), ttl=self._ttl)
+
+    async def wanted_at(self) -> float | None:
+        raw = await self._store.get(self._wanted)
+        return None if raw is None else float(raw)
+
+    async def take_lease(self, holder: str, ttl: float) -> bool:
+        return await self._store.set(self._lease, holder.encode(), ttl=ttl, only_if_absent=True)
+
+    async def renew_lease(self, holder: str, ttl: float) -> bool:
+        encoded = holder.encode()
+        return await self._store.compare_and_set(self._lease, encoded, encoded, ttl=ttl)
+
+    async def release_lease(self, holder: str) -> None:
+        # The store has no compare-and-delete: an expiry of one millisecond does the same.
+        await self._store.compare_and_set(self._lease, holder.encode(), b"-", ttl=0.001)
+
+    async def lease_holder(self) -> str | None:
+        raw = await self._store.get(self._lease)
+        return None if raw is None else raw.decode()

@@ -1,0 +1,352 @@
+"""One watcher per run, whichever replicas its claims and exchanges reach.
+
+The replica holding a run's lease (in the shared store) runs its watch loop: it looks at the
+run soon after a claim, at once when an exchange starts waiting, then more and more rarely
+while nothing changes (a refused run, say an attempt that does not exist yet, is looked at
+again rarely, or when asked), and stops once every claim on the run was seen or expired. The
+lease is renewed while the loop works; if its replica dies the lease lapses
+and a replica with a waiting exchange takes the run over within seconds.
+
+Exchanges wait on a per-process follower of the run, which notices changes made by any
+replica through a version counter, so a thousand waiting exchanges cost one store read per
+tick per run, not one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from issuer.github.channels import Sighting
+from issuer.github.errors import GitHubError, GitHubRateLimited, GitHubUnavailable
+from issuer.github.facts import PullRequestFacts, RunFacts
+from issuer.metrics import LOOKS
+from issuer.runs import FAILURE_REJECTED, FAILURE_UNAVAILABLE, Failure, Memo, RunKey, RunState
+from issuer.store import Store
+from issuer.tokens import identity_claims
+from issuer.watcher import Look, RunReader, RunRejected
+
+log = logging.getLogger(__name__)
+
+PullRequestFinder = Callable[[RunFacts], Any]  # async (run) -> PullRequestFacts | None
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How often a run is looked at. Conditional reads of an unchanged run cost no budget, so
+    while an exchange waits the cap is short; with nobody waiting, looks grow rare."""
+
+    first_look: float = 2.0  # after a claim, unless an exchange asks sooner
+    fastest: float = 0.5  # after a change
+    slowest_waiting: float = 1.0  # while an exchange waits
+    slowest_idle: float = 15.0  # while nobody waits
+    backoff: float = 1.5
+    min_gap: float = 0.25  # between two looks, however many exchanges arrive
+    tick: float = 0.2  # how often the loop and followers check the store
+    lease_ttl: float = 4.0
+    lease_renewal: float = 1.0
+    waiting_window: float = 31.0  # an exchange's long poll lasts at most 30 s
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    fingerprint: tuple[Any, ...]  # of the run and its jobs: a change means look again soon
+    found_new: bool
+    rest: float  # refused, or GitHub unavailable: seconds until the next look unless asked
+
+
+class RunWatches:
+    """This replica's watch loops and followers."""
+
+    def __init__(
+        self,
+        store: Store,
+        reader: RunReader,
+        *,
+        issuer: str,
+        ttl: float,
+        find_pull_request: PullRequestFinder | None = None,
+        pacing: Pacing | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._reader = reader
+        self._issuer = issuer
+        self._ttl = ttl
+        self._find_pull_request = find_pull_request
+        self.pacing = pacing or Pacing()
+        self._clock = clock
+        self._holder = secrets.token_hex(8)
+        self._watching: dict[str, asyncio.Task[None]] = {}
+        self._followers: dict[str, _Follower] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._stopping = asyncio.Event()
+
+    def state(self, key: RunKey) -> RunState:
+        return RunState(self._store, key, ttl=self._ttl, clock=self._clock)
+
+    # -- claims and exchanges ---------------------------------------------------------------
+
+    async def claimed(self, key: RunKey, code: str, expires_at: int) -> None:
+        """A claim now waits on the run: watch it, first look soon."""
+        state = self.state(key)
+        await state.add_claim(code, expires_at)
+        await self._ensure_watched(key, first_look=self.pacing.first_look)
+
+    @contextlib.asynccontextmanager
+    async def waiting(self, key: RunKey) -> AsyncIterator[_Follower]:
+        """While an exchange waits on the run: the run is watched, and looked at now."""
+        follower = self._followers.get(key.tag)
+        if follower is None:
+            follower = _Follower(self, key)
+            self._followers[key.tag] = follower
+        follower.waiters += 1
+        try:
+            await self.state(key).want()
+            self._wake(key)
+            await self._ensure_watched(key, first_look=0.0)
+            follower.start()
+            yield follower
+        finally:
+            follower.waiters -= 1
+            if follower.waiters == 0:
+                self._followers.pop(key.tag, None)
+                await follower.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def close(self) -> None:
+        """Stop every loop here and hand leases back, so another replica takes over at once."""
+        self._stopping.set()
+        for follower in list(self._followers.values()):
+            follower.changed.set()
+            await follower.stop()
+        for task in list(self._watching.values()):
+            task.cancel()
+        for task in list(self._watching.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- the lease ----------------------------------------------------------------------------
+
+    async def _ensure_watched(self, key: RunKey, *, first_look: float) -> None:
+        if self._stopping.is_set() or key.tag in self._watching:
+            return
+        if not await self.state(key).take_lease(self._holder, self.pacing.lease_ttl):
+            return  # another replica watches it
+        self._watching[key.tag] = asyncio.create_task(self._watch(key, first_look))
+
+    def _wake(self, key: RunKey) -> None:
+        event = self._wakeups.get(key.tag)
+        if event is not None:
+            event.set()
+
+    def _notify(self, key: RunKey) -> None:
+        follower = self._followers.get(key.tag)
+        if follower is not None:
+            follower.changed.set()
+
+    # -- the watch loop -------------------------------------------------------------------------
+
+    async def _watch(self, key: RunKey, first_look: float) -> None:
+        state = self.state(key)
+        pace = self.pacing
+        wakeup = self._wakeups.setdefault(key.tag, asyncio.Event())
+        memo = await state.memo()
+        next_look = self._clock() + first_look
+        last_look = 0.0
+        interval = pace.fastest
+        renewed = self._clock()
+        previous: tuple[Any, ...] | None = None
+        failures = 0
+        try:
+            while True:
+                now = self._clock()
+                if now - renewed >= pace.lease_renewal:
+                    if not await state.renew_lease(self._holder, pace.lease_ttl):
+                        log.warning("lost the lease of %s", key.describe())
+                        return
+                    renewed = now
+                wanted = await state.wanted_at()
+                waiting = wanted is not None and now - wanted < pace.waiting_window
+                asked = wanted is not None and wanted > last_look
+                if now >= next_look or (asked and now - last_look >= pace.min_gap):
+                    pending = await state.pending_codes()
+                    if not pending - memo.sighted_codes:
+                        return  # every claim seen or expired
+                    last_look = now
+                    outcome = await self._look(
+                        key, state, memo, waiting=waiting, now=now, failures=failures
+                    )
+                    if outcome.rest:
+                        failures += 1
+                        next_look = now + outcome.rest
+                    else:
+                        failures = 0
+                        changed = outcome.found_new or outcome.fingerprint != previous
+                        previous = outcome.fingerprint
+                        slowest = pace.slowest_waiting if waiting else pace.slowest_idle
+                        interval = (
+                            pace.fastest if changed else min(interval * pace.backoff, slowest)
+                        )
+                        next_look = now + interval
+                wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), pace.tick)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("watching %s failed", key.describe())
+        finally:
+            self._watching.pop(key.tag, None)
+            self._wakeups.pop(key.tag, None)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(state.release_lease(self._holder))
+
+    async def _look(
+        self,
+        key: RunKey,
+        state: RunState,
+        memo: Memo,
+        *,
+        waiting: bool,
+        now: float,
+        failures: int,
+    ) -> _Outcome:
+        """One look, and what it means for the next."""
+        try:
+            look = await self._reader.look(key, memo, waiting=waiting, now=now)
+        except RunRejected as exc:
+            LOOKS.labels("rejected").inc()
+            await state.set_failure(Failure(FAILURE_REJECTED, str(exc), now, now))
+            self._notify(key)
+            return _Outcome((), found_new=False, rest=self.pacing.slowest_idle)
+        except GitHubRateLimited as exc:  # GitHub said when: ask no sooner
+            LOOKS.labels("rate_limited").inc()
+            return await self._unavailable(key, state, str(exc), float(exc.retry_after), now)
+        except GitHubUnavailable as exc:  # an outage: look again soon, then less and less
+            LOOKS.labels("unavailable").inc()
+            rest = min(float(exc.retry_after), 2.0**failures)
+            return await self._unavailable(key, state, str(exc), rest, now)
+        except GitHubError as exc:  # an answer we cannot use: not the workflow's fault
+            LOOKS.labels("unavailable").inc()
+            log.warning("unusable GitHub answer for %s: %s", key.describe(), exc)
+            return await self._unavailable(key, state, str(exc), min(30.0, 2.0**failures), now)
+        LOOKS.labels("ok").inc()
+        await state.clear_failure()
+        new = {code: s for code, s in look.found.items() if code not in memo.sighted_codes}
+        if new:
+            await self._record(key, state, look, new)
+            memo.sighted_codes.update(new)
+        await state.save_memo(memo)
+        await state.set_status(_waiting(look))
+        if new:
+            self._notify(key)
+        fingerprint = tuple(
+            (j.id, j.status, j.user_steps_done, j.step_in_progress) for j in look.jobs
+        )
+        return _Outcome((look.run.status, *fingerprint), found_new=bool(new), rest=0.0)
+
+    async def _unavailable(
+        self, key: RunKey, state: RunState, message: str, rest: float, now: float
+    ) -> _Outcome:
+        await state.set_failure(Failure(FAILURE_UNAVAILABLE, message, now, now + rest))
+        self._notify(key)
+        return _Outcome((), found_new=False, rest=rest)
+
+    async def _record(
+        self, key: RunKey, state: RunState, look: Look, new: dict[str, Sighting]
+    ) -> None:
+        pull = await self._pull_request(state, look.run)
+        identities = {
+            code: identity_claims(
+                issuer=self._issuer, run=look.run, sighting=sighting, pull_request=pull
+            )
+            for code, sighting in new.items()
+        }
+        await state.add_sightings(identities)
+        for sighting in {(s.job_id, s.channel) for s in new.values()}:
+            log.info(
+                "challenge seen in %s, job %s, via %s", key.describe(), sighting[0], sighting[1]
+            )
+
+    async def _pull_request(self, state: RunState, run: RunFacts) -> PullRequestFacts | None:
+        """The run's pull request, looked up once per run (GitHub lists none for forks)."""
+        if run.pull_requests:
+            return run.pull_requests[0]
+        if self._find_pull_request is None:
+            return None
+        cached = await state.pull_request()
+        if cached is not None:
+            return PullRequestFacts(**cached) if cached else None
+        try:
+            pull: PullRequestFacts | None = await self._find_pull_request(run)
+        except GitHubError as exc:
+            log.warning("the pull request of run %s could not be found: %s", run.id, exc)
+            return None
+        await state.set_pull_request(pull.__dict__ if pull else {})
+        return pull
+
+
+class _Follower:
+    """Per process and run: notices changes any replica makes, and keeps the run watched."""
+
+    def __init__(self, watches: RunWatches, key: RunKey) -> None:
+        self.waiters = 0
+        self.changed = asyncio.Event()
+        self._watches = watches
+        self._key = key
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def wait(self, seconds: float) -> None:
+        """Until something changed on the run, or ``seconds`` passed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.changed.wait(), max(seconds, 0.0))
+        self.changed.clear()
+
+    async def _follow(self) -> None:
+        watches = self._watches
+        state = watches.state(self._key)
+        seen = await state.version()
+        while True:
+            await asyncio.sleep(watches.pacing.tick)
+            try:
+                version = await state.version()
+                if version != seen:
+                    seen = version
+                    self.changed.set()
+                await watches._ensure_watched(self._key, first_look=0.0)
+            except Exception:  # a store hiccup: the exchange's own reads will tell
+                log.warning("following %s failed", self._key.describe(), exc_info=True)
+
+
+def _waiting(look: Look) -> str:
+    """What the run is waiting for, for the workflow's author."""
+    running = [job.name for job in look.jobs if not job.completed][:5]
+    done = sum(job.completed for job in look.jobs)
+    waiting = f"; still running: {', '.join(running)}" if running else ""
+    return (
+        f"the challenge line has not been seen in run {look.run.id} attempt "
+        f"{look.run.run_attempt} yet ({done} of {len(look.jobs)} jobs completed{waiting}): "
+        "GitHub serves a job's log only once the job has completed, so print the line in a "
+        "job that finishes before this exchange, or as a ::notice:: annotation"
+    )
