@@ -76,3 +76,19 @@ def test_replica_logs_hold_no_claim_id_token_or_credential(
     for secret in (claim["claim_id"], token, token.split(".")[2], GITHUB_TOKEN, "Z" * 43):
         assert secret not in output
     assert "/actions-results/" not in output  # signed log download URLs are credentials too
+
+
+def test_the_run_is_taken_over_when_the_replica_watching_it_dies(
+    replicas: list[IssuerProcess], pr: ForkRun
+) -> None:
+    watcher, survivor = replicas
+    claim = httpx.post(f"{watcher.url}/claim", json=pr.claim_body()).json()
+    path = claim["exchange_url"].removeprefix(watcher.url)
+    job = pr.job("claim")
+    # the claim's replica took the run's lease; it looks while the exchange waits
+    assert httpx.post(f"{watcher.url}{path}?wait=2", timeout=10).status_code == 202
+    watcher.process.kill()
+    watcher.process.wait(timeout=10)
+    pr.print_and_finish(job, claim["challenge_line"])
+    response = httpx.post(f"{survivor.url}{path}?wait=20", timeout=30)
+    assert response.status_code == 200, response.text
