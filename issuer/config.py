@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
+
+from issuer.github.app_auth import AppKeyError, load_app_key
 
 
 class ConfigError(Exception):
@@ -33,10 +37,28 @@ class IssuerConfig:
     key_rotation_days: int = 14
     key_alg: str = "RS256"
     key_rsa_bits: int = 2048
+    github_app_id: int | None = None
+    github_app_private_key: str | None = field(default=None, repr=False)  # PEM
+    github_app_installations: tuple[int, ...] = ()
+    github_reserve: int = 100
+    github_concurrency: int = 16
+    github_web_session: str | None = field(default=None, repr=False)  # a login cookie
+    github_web_url: str | None = None  # None: derived from github_api_url
 
     @property
     def audience_when_unnamed(self) -> str:
         return self.default_audience or self.issuer_url
+
+    @property
+    def github_web_origin(self) -> str:
+        """GitHub's web UI: ``ISSUER_GITHUB_WEB_URL``, else https://github.com for
+        api.github.com, else the API's own origin (GitHub Enterprise Server)."""
+        if self.github_web_url:
+            return self.github_web_url
+        parts = urlsplit(self.github_api_url)
+        if parts.netloc.lower() == "api.github.com":
+            return "https://github.com"
+        return f"{parts.scheme}://{parts.netloc}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> IssuerConfig:
@@ -59,6 +81,10 @@ class IssuerConfig:
         default_audience = env.get("ISSUER_DEFAULT_AUDIENCE") or None
         if allowed and default_audience and default_audience not in allowed:
             raise ConfigError("ISSUER_DEFAULT_AUDIENCE", "is not one of ISSUER_ALLOWED_AUDIENCES")
+        app_id, app_key, installations = _github_app(env)
+        web_url = _url(env, "ISSUER_GITHUB_WEB_URL")
+        if web_url is not None and urlsplit(web_url).path not in ("", "/"):
+            raise ConfigError("ISSUER_GITHUB_WEB_URL", "must be an origin, without a path")
         return cls(
             issuer_url=issuer_url,
             redis_url=redis_url,
@@ -74,6 +100,13 @@ class IssuerConfig:
             key_rotation_days=_whole(env, "ISSUER_KEY_ROTATION_DAYS", 14, low=1, high=365),
             key_alg=_choice(env, "ISSUER_KEY_ALG", "RS256", ("RS256", "ES256")),
             key_rsa_bits=int(_choice(env, "ISSUER_KEY_RSA_BITS", "2048", ("2048", "3072"))),
+            github_app_id=app_id,
+            github_app_private_key=app_key,
+            github_app_installations=installations,
+            github_reserve=_whole(env, "ISSUER_GITHUB_RESERVE", 100, low=0, high=100000),
+            github_concurrency=_whole(env, "ISSUER_GITHUB_CONCURRENCY", 16, low=1, high=100),
+            github_web_session=_web_session(env),
+            github_web_url=web_url,
         )
 
 
@@ -141,3 +174,73 @@ def _key_encryption_key(env: Mapping[str, str]) -> bytes | None:
     if len(key) != 32:
         raise ConfigError("ISSUER_KEY_ENCRYPTION_KEY", f"must decode to 32 bytes, not {len(key)}")
     return key
+
+
+_APP_VARIABLES = (
+    "ISSUER_GITHUB_APP_ID",
+    "ISSUER_GITHUB_APP_PRIVATE_KEY_FILE",
+    "ISSUER_GITHUB_APP_INSTALLATIONS",
+)
+
+
+def _github_app(env: Mapping[str, str]) -> tuple[int | None, str | None, tuple[int, ...]]:
+    """The App id, its private key (PEM text) and its installations: all three or none."""
+    given = [name for name in _APP_VARIABLES if env.get(name, "").strip()]
+    if not given:
+        return None, None, ()
+    for name in _APP_VARIABLES:
+        if name not in given:
+            raise ConfigError(name, "is required with " + ", ".join(given))
+    raw_id = env["ISSUER_GITHUB_APP_ID"].strip()
+    if not raw_id.isdigit() or int(raw_id) <= 0:
+        raise ConfigError("ISSUER_GITHUB_APP_ID", "must be the App's numeric id")
+    installations: list[int] = []
+    for item in env["ISSUER_GITHUB_APP_INSTALLATIONS"].split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if not item.isdigit() or int(item) <= 0:
+            raise ConfigError(
+                "ISSUER_GITHUB_APP_INSTALLATIONS", "must be comma-separated installation ids"
+            )
+        if int(item) in installations:
+            raise ConfigError("ISSUER_GITHUB_APP_INSTALLATIONS", f"lists {item} twice")
+        installations.append(int(item))
+    if not installations:
+        raise ConfigError("ISSUER_GITHUB_APP_INSTALLATIONS", "names no installation")
+    return (
+        int(raw_id),
+        _app_key(env["ISSUER_GITHUB_APP_PRIVATE_KEY_FILE"].strip()),
+        (tuple(installations)),
+    )
+
+
+def _app_key(path: str) -> str:
+    name = "ISSUER_GITHUB_APP_PRIVATE_KEY_FILE"
+    try:
+        pem = Path(path).read_text(encoding="ascii")
+    except FileNotFoundError:
+        raise ConfigError(name, f"{path} does not exist") from None
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(name, f"{path} cannot be read ({type(exc).__name__})") from None
+    try:
+        load_app_key(pem)
+    except AppKeyError as exc:
+        raise ConfigError(name, f"{path} {exc}") from None
+    return pem
+
+
+# A cookie value: visible ASCII without separators (RFC 6265 cookie-octet).
+_COOKIE_VALUE = re.compile(r"^[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]+$")
+
+
+def _web_session(env: Mapping[str, str]) -> str | None:
+    raw = env.get("ISSUER_GITHUB_WEB_SESSION", "").strip()
+    if not raw:
+        return None
+    if not _COOKIE_VALUE.match(raw):
+        raise ConfigError(
+            "ISSUER_GITHUB_WEB_SESSION",
+            "must be the value of GitHub's user_session cookie (no spaces, ';' or ',')",
+        )
+    return raw

@@ -14,6 +14,10 @@ from issuer.config import IssuerConfig
 from issuer.discovery import Published, publish
 from issuer.github.channels import AnnotationChannel, LogChannel
 from issuer.github.client import GitHubClient
+from issuer.github.factory import github_client_from_config, live_channel_from_config
+from issuer.github.facts import PullRequestFacts, RunFacts
+from issuer.github.live import LiveLogChannel
+from issuer.github.pulls import find_pull_request
 from issuer.keys import KeyPolicy, Keyring, Keys
 from issuer.store import MemoryStore, RedisStore, Store
 from issuer.watch import RunWatches
@@ -31,16 +35,28 @@ class IssuerService:
         store: Store,
         keys: Keys,
         github: GitHubClient,
+        live: LiveLogChannel | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.keys = keys
         self.github = github
+        self.live = live
         self.published: Published = publish(config.issuer_url, keys.keyring)
         self._published_from = keys.keyring
-        reader = RunReader(github, logs=LogChannel(github), annotations=AnnotationChannel(github))
+        reader = RunReader(
+            github, logs=LogChannel(github), annotations=AnnotationChannel(github), live=live
+        )
+
+        async def pull_request_of(run: RunFacts) -> PullRequestFacts | None:
+            return await find_pull_request(github, run)
+
         self.watches = RunWatches(
-            store, reader, issuer=config.issuer_url, ttl=config.claim_ttl + RETENTION
+            store,
+            reader,
+            issuer=config.issuer_url,
+            ttl=config.claim_ttl + RETENTION,
+            find_pull_request=pull_request_of,
         )
         self.claims = ClaimService(config, store, self.watches, keys.signing_key)
         self._refresher: asyncio.Task[None] | None = None
@@ -93,10 +109,9 @@ class IssuerService:
         keys = Keys(store, kek, key_policy(config))
         await keys.load()
         await keys.refresh()  # a rotation due while no replica ran
-        github = GitHubClient(
-            config.github_api_url, config.github_tokens, store, transport=github_transport
-        )
-        service = cls(config, store, keys, github)
+        github = github_client_from_config(config, store, transport=github_transport)
+        live = live_channel_from_config(config, github, transport=github_transport)
+        service = cls(config, store, keys, github, live)
         service.follow_keys()
         return service
 
@@ -106,6 +121,8 @@ class IssuerService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
         await self.watches.close()
+        if self.live is not None:
+            await self.live.aclose()
         await self.github.aclose()
         await self.store.close()
 

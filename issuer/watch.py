@@ -19,7 +19,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from issuer.watcher import Look, RunReader, RunRejected
 
 log = logging.getLogger(__name__)
 
-PullRequestFinder = Callable[[RunFacts], Any]  # async (run) -> PullRequestFacts | None
+PullRequestFinder = Callable[[RunFacts], Awaitable[PullRequestFacts | None]]
 
 
 @dataclass(frozen=True)
@@ -288,7 +288,7 @@ class RunWatches:
         if cached is not None:
             return PullRequestFacts(**cached) if cached else None
         try:
-            pull: PullRequestFacts | None = await self._find_pull_request(run)
+            pull = await self._find_pull_request(run)
         except GitHubError as exc:
             log.warning("the pull request of run %s could not be found: %s", run.id, exc)
             return None

@@ -5,7 +5,9 @@ A look reads only what can have changed since the last one (kept in a :class:`Me
 - a completed job's log once, unless its annotations already showed a code;
 - a running job's annotations when one of its own steps finished since they were read, or,
   while an exchange waits, once its current step has run a while (for a claim made and
-  exchanged in one step). Rereads are conditional, so an unchanged list costs no budget.
+  exchanged in one step). Rereads are conditional, so an unchanged list costs no budget;
+- with the optional live channel (GitHub's web UI), running jobs' live logs while an
+  exchange waits: no REST budget, but unofficial.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from issuer.github.channels import AnnotationChannel, LogChannel, Sighting
 from issuer.github.client import GitHubClient
 from issuer.github.errors import GitHubNotFound, GitHubUnavailable
 from issuer.github.facts import JobFacts, MalformedAnswer, RunFacts
+from issuer.github.live import LiveLogChannel
 from issuer.runs import Memo, RunKey
 
 # A step that runs this long while an exchange waits has its annotations read mid-step.
@@ -41,10 +44,12 @@ class RunReader:
         *,
         logs: LogChannel | None,
         annotations: AnnotationChannel | None,
+        live: LiveLogChannel | None = None,
     ) -> None:
         self._github = github
         self._logs = logs
         self._annotations = annotations
+        self._live = live
 
     async def look(self, key: RunKey, memo: Memo, *, waiting: bool, now: float) -> Look:
         """Read the run and whatever of it may show new codes; ``memo`` is updated in place."""
@@ -56,6 +61,10 @@ class RunReader:
             self._read_annotations(key.repository, job, memo, now)
             for job in self._annotations_due(jobs, memo, waiting=waiting, now=now)
         ]
+        if self._live is not None and waiting:
+            reads += [
+                self._read_live(key, job, memo) for job in jobs if job.status == "in_progress"
+            ]
         found: dict[str, Sighting] = {}
         for sightings in await asyncio.gather(*reads):
             for code, sighting in sightings.items():
@@ -104,6 +113,13 @@ class RunReader:
             return {}  # completed moments ago and still being finalised: next look
         memo.logs_read.add(job.id)
         return {code: _sighting(job, self._logs.name) for code in codes}
+
+    async def _read_live(self, key: RunKey, job: JobFacts, memo: Memo) -> dict[str, Sighting]:
+        assert self._live is not None
+        codes = await self._live.codes_in_running_job(key.repository, key.run_id, job)
+        if codes:
+            memo.sighted_jobs.add(job.id)
+        return {code: _sighting(job, self._live.name) for code in codes}
 
     async def _read_annotations(
         self, repository: str, job: JobFacts, memo: Memo, now: float

@@ -1,4 +1,5 @@
 import base64
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,144 @@ def test_the_configuration_repr_shows_no_secret() -> None:
     text = repr(config)
     for secret in ("ghp_secret_value", "admin-secret", "hunter2", "kkkk"):
         assert secret not in text
+
+
+# -- GitHub App credentials, budget and the web-UI session ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def rsa_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,  # "BEGIN RSA PRIVATE KEY", as GitHub
+        serialization.NoEncryption(),
+    ).decode()
+
+
+@pytest.fixture
+def key_file(tmp_path: Path, rsa_pem: str) -> Path:
+    path = tmp_path / "app.pem"
+    path.write_text(rsa_pem)
+    return path
+
+
+def app_env(key_file: Path, **overrides: str) -> dict[str, str]:
+    env = {
+        "ISSUER_GITHUB_APP_ID": "12345",
+        "ISSUER_GITHUB_APP_PRIVATE_KEY_FILE": str(key_file),
+        "ISSUER_GITHUB_APP_INSTALLATIONS": "111, 222",
+    }
+    env.update(overrides)
+    return env
+
+
+def test_a_github_app_is_read_with_its_key_and_installations(key_file: Path, rsa_pem: str) -> None:
+    config = config_of(**app_env(key_file))
+    assert config.github_app_id == 12345
+    assert config.github_app_installations == (111, 222)
+    assert config.github_app_private_key == rsa_pem
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "ISSUER_GITHUB_APP_ID",
+        "ISSUER_GITHUB_APP_PRIVATE_KEY_FILE",
+        "ISSUER_GITHUB_APP_INSTALLATIONS",
+    ],
+)
+def test_a_github_app_needs_all_three_settings(key_file: Path, missing: str) -> None:
+    env = app_env(key_file)
+    del env[missing]
+    with pytest.raises(ConfigError, match=rf"^{missing}: is required with"):
+        config_of(**env)
+
+
+def test_an_app_id_must_be_a_number(key_file: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^ISSUER_GITHUB_APP_ID: must be"):
+        config_of(**app_env(key_file, ISSUER_GITHUB_APP_ID="my-app"))
+
+
+def test_installations_must_be_numbers(key_file: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^ISSUER_GITHUB_APP_INSTALLATIONS: must be"):
+        config_of(**app_env(key_file, ISSUER_GITHUB_APP_INSTALLATIONS="111,abc"))
+
+
+def test_an_installation_listed_twice_is_refused(key_file: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^ISSUER_GITHUB_APP_INSTALLATIONS: lists 111 twice"):
+        config_of(**app_env(key_file, ISSUER_GITHUB_APP_INSTALLATIONS="111,111"))
+
+
+def test_a_missing_key_file_is_refused(key_file: Path, tmp_path: Path) -> None:
+    absent = str(tmp_path / "nope.pem")
+    with pytest.raises(ConfigError, match=r"^ISSUER_GITHUB_APP_PRIVATE_KEY_FILE: .* does not"):
+        config_of(**app_env(key_file, ISSUER_GITHUB_APP_PRIVATE_KEY_FILE=absent))
+
+
+def test_a_key_file_without_a_private_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cert.pem"
+    path.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ConfigError, match=r"^ISSUER_GITHUB_APP_PRIVATE_KEY_FILE: .* not an"):
+        config_of(**app_env(path))
+
+
+def test_a_key_file_with_an_ec_key_is_refused(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path = tmp_path / "ec.pem"
+    path.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(ConfigError, match=r"^ISSUER_GITHUB_APP_PRIVATE_KEY_FILE: .* not an RSA"):
+        config_of(**app_env(path))
+
+
+def test_the_github_budget_settings_have_defaults() -> None:
+    config = config_of()
+    assert (config.github_reserve, config.github_concurrency) == (100, 16)
+
+
+def test_the_reserve_and_concurrency_are_read_and_bounded() -> None:
+    config = config_of(ISSUER_GITHUB_RESERVE="0", ISSUER_GITHUB_CONCURRENCY="4")
+    assert (config.github_reserve, config.github_concurrency) == (0, 4)
+    with pytest.raises(ConfigError, match=r"^ISSUER_GITHUB_CONCURRENCY: must be"):
+        config_of(ISSUER_GITHUB_CONCURRENCY="0")
+    with pytest.raises(ConfigError, match=r"^ISSUER_GITHUB_RESERVE: must be"):
+        config_of(ISSUER_GITHUB_RESERVE="-1")
+
+
+def test_the_web_origin_follows_the_api(key_file: Path) -> None:
+    assert config_of().github_web_origin == "https://github.com"
+    enterprise = config_of(ISSUER_GITHUB_API_URL="https://ghe.example/api/v3")
+    assert enterprise.github_web_origin == "https://ghe.example"
+    chosen = config_of(ISSUER_GITHUB_WEB_URL="https://web.example")
+    assert chosen.github_web_origin == "https://web.example"
+
+
+def test_a_web_url_with_a_path_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^ISSUER_GITHUB_WEB_URL: must be an origin"):
+        config_of(ISSUER_GITHUB_WEB_URL="https://github.com/login")
+
+
+def test_a_web_session_that_is_no_cookie_value_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ConfigError, match=r"^ISSUER_GITHUB_WEB_SESSION") as refused:
+        config_of(ISSUER_GITHUB_WEB_SESSION="abc; secret=1")
+    assert "secret=1" not in str(refused.value)
+
+
+def test_the_configuration_repr_shows_no_app_key_or_web_session(
+    key_file: Path, rsa_pem: str
+) -> None:
+    config = config_of(**app_env(key_file), ISSUER_GITHUB_WEB_SESSION="session-value-xyz")
+    text = repr(config)
+    assert "session-value-xyz" not in text
+    assert rsa_pem.splitlines()[1] not in text and "PRIVATE KEY" not in text

@@ -1,9 +1,18 @@
 """An async GitHub REST client that is frugal with the request budget.
 
+- Credentials: personal tokens, GitHub App installations (tokens minted on demand, kept in
+  memory), or none. Each request goes out on the credential with most budget left
+  (``x-ratelimit-remaining``), keeping a reserve; the budget is shared by all replicas
+  through the store (:mod:`issuer.github.budget`).
 - Conditional requests: ETags and bodies are kept in the shared store, so a repeated read,
   from any replica, is a 304 that GitHub does not count.
-- Rate limits: a primary limit rests the credential until ``x-ratelimit-reset``; a
-  secondary one until ``retry-after`` (60 s when blank). The rest is shared via the store.
+- Rate limits: a primary limit rests the credential until ``x-ratelimit-reset`` and the
+  request moves to another credential; with every credential resting the client raises
+  :class:`GitHubRateLimited`. A secondary limit rests the credential for ``retry-after``
+  (or a minute, doubling with jitter while they repeat) and raises at once. 5xx and network
+  errors are retried twice with jittered exponential backoff; other 4xx never are.
+- At most ``concurrency`` requests to GitHub at once in this process (API, log downloads,
+  and the web-UI live-log channel, which borrows :attr:`GitHubClient.limiter`).
 - Pagination follows the ``Link`` header; page URLs are never built here.
 - Job logs: the API answers 302 to another host, which is fetched without credentials.
 """
@@ -14,16 +23,33 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import random
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from issuer.github.errors import GitHubError, GitHubNotFound, GitHubRateLimited, GitHubUnavailable
-from issuer.metrics import GITHUB_REQUESTS
+from issuer.github.app_auth import GitHubApp
+from issuer.github.budget import Budget, BudgetBoard, Rest, Standing, choose
+from issuer.github.credentials import (
+    AnonymousCredential,
+    Credential,
+    InstallationCredential,
+    MintedToken,
+    TokenCredential,
+)
+from issuer.github.errors import (
+    GitHubError,
+    GitHubNotFound,
+    GitHubRateLimited,
+    GitHubUnavailable,
+)
+from issuer.github.metrics import GITHUB_CONDITIONAL, GITHUB_REQUESTS, GITHUB_RESTS
 from issuer.store import Store
 
 log = logging.getLogger(__name__)
@@ -33,24 +59,17 @@ API_VERSION = "2022-11-28"
 ETAG_TTL = 3600.0
 MAX_LOG_BYTES = 32 * 1024 * 1024
 MAX_PAGES = 50
-RETRIES = 2
+RETRIES = 2  # of a 5xx or a network error
+DEFAULT_RESERVE = 100
+DEFAULT_CONCURRENCY = 16
+REFUSED_REST = 60.0  # a credential GitHub refuses (401) is not tried again for this long
+SECONDARY_DEFAULT = 60.0  # GitHub: "wait at least one minute" when retry-after is absent
+SECONDARY_MAX = 900.0
+# A brand-new installation token may be refused for a few seconds: wait this long at most
+# inside one call rather than failing it.
+SHORT_WAIT = 3.0
 
-
-@dataclass
-class Credential:
-    """A GitHub token. ``name`` identifies it in logs and metrics; the token never appears."""
-
-    token: str | None
-    remaining: int = 5000
-
-    @property
-    def name(self) -> str:
-        if self.token is None:
-            return "anonymous"
-        return "token-" + hashlib.sha256(self.token.encode()).hexdigest()[:8]
-
-    def __repr__(self) -> str:
-        return f"Credential({self.name})"
+Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -77,20 +96,53 @@ def next_link(link_header: str | None) -> str | None:
     return None
 
 
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("message", "")) if isinstance(body, dict) else ""
+
+
 class GitHubClient:
     def __init__(
         self,
         api_url: str,
-        tokens: tuple[str, ...],
+        tokens: Sequence[str],
         store: Store,
         *,
+        credentials: Sequence[Credential] = (),
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 10.0,
+        reserve: int = DEFAULT_RESERVE,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        clock: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
     ) -> None:
+        """``tokens`` and ``credentials`` (e.g. App installations) together; with neither,
+        requests go out unauthenticated. ``clock`` is epoch seconds (GitHub's resets are)."""
+        if reserve < 0 or concurrency < 1:
+            raise ValueError("reserve must be >= 0 and concurrency >= 1")
         self.api_url = api_url.rstrip("/")
-        self._api_origin = urlsplit(self.api_url)._replace(path="", query="", fragment="")
+        self._api_parts = urlsplit(self.api_url)
+        self._api_origin = self._api_parts._replace(path="", query="", fragment="")
         self._store = store
-        self._credentials = [Credential(t) for t in tokens] or [Credential(None, remaining=60)]
+        chosen: list[Credential] = [TokenCredential(t) for t in tokens]
+        chosen.extend(credentials)
+        names = [c.name for c in chosen]
+        if len(set(names)) != len(names):
+            raise ValueError("the same GitHub credential is configured twice")
+        self._credentials: list[Credential] = chosen or [AnonymousCredential()]
+        self._budget = BudgetBoard(store)
+        self._reserve = reserve
+        self._clock = clock
+        self._sleep = sleep
+        self._random = rng or random.Random()  # noqa: S311 - jitter, not secrecy
+        self._not_before: dict[str, float] = {}  # this process only: young installation tokens
+        self.limiter = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
+        self.counted_requests = 0
         headers = {
             "Accept": "application/vnd.github+json",
             "User-Agent": USER_AGENT,
@@ -104,30 +156,94 @@ class GitHubClient:
             headers={"User-Agent": USER_AGENT}, timeout=timeout, transport=transport
         )
 
+    @property
+    def credential_names(self) -> list[str]:
+        return [c.name for c in self._credentials]
+
     async def aclose(self) -> None:
         await self._api.aclose()
         await self._blobs.aclose()
 
     # -- credentials and resting ------------------------------------------------------------
 
-    async def _pick_credential(self) -> Credential:
-        """The credential with most budget left that is not resting."""
-        soonest = None
-        for credential in sorted(self._credentials, key=lambda c: -c.remaining):
-            resting = await self._store.get(f"gh:rest:{credential.name}")
-            if resting is None:
-                return credential
-            until = float(resting)
-            soonest = until if soonest is None else min(soonest, until)
-        wait = int((soonest or time.time() + 60) - time.time()) + 1
-        raise GitHubRateLimited("every GitHub credential is resting", retry_after=wait)
+    async def _pick(self) -> tuple[Credential, Standing]:
+        """The credential with most budget left that is not resting. When every one rests
+        but one is free within a few seconds (a brand-new installation token), wait for it
+        rather than fail the call."""
+        names = [c.name for c in self._credentials]
+        defaults = [c.default_limit for c in self._credentials]
+        for _ in range(3):
+            now = self._clock()
+            standings = await self._budget.standings(names)
+            seen = [self._with_local_rest(s, now) for s in standings]
+            choice = choose(seen, defaults, self._reserve, now)
+            if choice.index is not None:
+                return self._credentials[choice.index], standings[choice.index]
+            if choice.wait > SHORT_WAIT:
+                raise GitHubRateLimited(
+                    "every GitHub credential is resting", retry_after=math.ceil(choice.wait)
+                )
+            await self._sleep(choice.wait)
+        raise GitHubUnavailable("no GitHub credential became usable", retry_after=5)
 
-    async def _rest(self, credential: Credential, seconds: int, why: str) -> None:
-        seconds = max(1, seconds)
-        log.warning("GitHub %s: credential %s rests %d s", why, credential.name, seconds)
-        await self._store.set(
-            f"gh:rest:{credential.name}", str(time.time() + seconds).encode(), ttl=seconds
-        )
+    def _with_local_rest(self, standing: Standing, now: float) -> Standing:
+        """Add this process's own rests (young installation tokens) to the shared ones."""
+        local = self._not_before.get(standing.name, 0.0)
+        if local <= max(now, standing.rest.until):
+            return standing
+        return Standing(standing.name, standing.budget, Rest(local, standing.rest.strikes))
+
+    async def _rest(
+        self, standing: Standing, seconds: float, reason: str, strikes: int = 0, detail: str = ""
+    ) -> None:
+        """Set the credential aside for every replica. ``reason`` is a metric label (a fixed
+        text); ``detail`` goes to the log only."""
+        seconds = max(1.0, seconds)
+        log.warning("GitHub %s%s: credential %s rests %d s", reason, detail, standing.name, seconds)
+        GITHUB_RESTS.labels(standing.name, reason).inc()
+        now = self._clock()
+        await self._budget.rest(standing.name, now + seconds, now, strikes=strikes)
+
+    # -- installation tokens ----------------------------------------------------------------
+
+    async def _mint(self, app: GitHubApp, installation_id: int) -> MintedToken:
+        """POST /app/installations/{id}/access_tokens with the App's JWT."""
+        url = f"{self.api_url}/app/installations/{installation_id}/access_tokens"
+        endpoint = "/app/installations/{}/access_tokens"
+        headers = {"Authorization": f"Bearer {app.jwt()}"}
+        try:
+            async with self.limiter:
+                response = await self._api.post(url, headers=headers)
+        except httpx.HTTPError as exc:
+            GITHUB_REQUESTS.labels(endpoint, "error", app.name).inc()
+            raise GitHubUnavailable(
+                f"GitHub could not be reached to mint a token ({type(exc).__name__})",
+                retry_after=5,
+            ) from None
+        self.counted_requests += 1
+        GITHUB_REQUESTS.labels(endpoint, str(response.status_code), app.name).inc()
+        if response.status_code == 201:
+            try:
+                body = response.json()
+                token = body["token"]
+                expires = datetime.fromisoformat(str(body["expires_at"]).replace("Z", "+00:00"))
+            except (ValueError, KeyError, TypeError):
+                raise GitHubError("GitHub's installation token answer is malformed") from None
+            if not isinstance(token, str) or not token:
+                raise GitHubError("GitHub's installation token answer is malformed")
+            log.info(
+                "minted an installation token for app-%d-inst-%d, valid until %s",
+                app.app_id,
+                installation_id,
+                expires.isoformat(),
+            )
+            return MintedToken(token, expires.timestamp())
+        message = _message(response)[:200]
+        if response.status_code >= 500:
+            raise GitHubUnavailable(
+                f"GitHub answered {response.status_code} minting a token", retry_after=5
+            )
+        raise _MintRefused(response.status_code, message, response)
 
     # -- requests -------------------------------------------------------------------------
 
@@ -145,17 +261,20 @@ class GitHubClient:
         cache_key = "gh:etag:" + hashlib.sha256(url.encode()).hexdigest()
         cached_raw = await self._store.get(cache_key)
         cached = json.loads(cached_raw) if cached_raw else None
-        response = await self._send(url, etag=cached["etag"] if cached else None)
+        etag = cached["etag"] if cached else None
+        response = await self._send(url, etag=etag)
+        if etag is not None:
+            GITHUB_CONDITIONAL.labels("hit" if response.status_code == 304 else "miss").inc()
         if response.status_code == 304 and cached is not None:
             return Page(cached["body"], cached.get("next"))
         try:
             body = response.json()
         except ValueError:
-            raise GitHubError(f"GitHub's answer at {_endpoint(url)} is not JSON") from None
+            raise GitHubError(f"GitHub's answer at {self._endpoint(url)} is not JSON") from None
         next_url = next_link(response.headers.get("link"))
-        etag = response.headers.get("etag")
-        if etag:
-            record = {"etag": etag, "body": body, "next": next_url}
+        new_etag = response.headers.get("etag")
+        if new_etag:
+            record = {"etag": new_etag, "body": body, "next": next_url}
             await self._store.set(cache_key, json.dumps(record).encode(), ttl=ETAG_TTL)
         return Page(body, next_url)
 
@@ -178,74 +297,117 @@ class GitHubClient:
             url = page.next_url
         raise GitHubError(f"more than {MAX_PAGES} pages at {_endpoint(path)}")
 
+    def _endpoint(self, url: str) -> str:
+        return _endpoint(urlsplit(url).path.removeprefix(self._api_parts.path))
+
     async def _send(
         self, url: str, *, etag: str | None = None, redirects: bool = False
     ) -> httpx.Response:
-        endpoint = _endpoint(urlsplit(url).path.removeprefix(urlsplit(self.api_url).path))
-        for attempt in range(RETRIES + 1):
-            credential = await self._pick_credential()
+        endpoint = self._endpoint(url)
+        failures = 0
+        for _ in range(2 * len(self._credentials) + RETRIES + 8):
+            credential, standing = await self._pick()
+            try:
+                authorization = await credential.authorization(self._mint)
+            except _MintRefused as refused:
+                await self._mint_refused(standing, refused)
+                continue
             headers = {}
-            if credential.token is not None:
-                headers["Authorization"] = f"Bearer {credential.token}"
+            if authorization is not None:
+                headers["Authorization"] = authorization
             if etag:
                 headers["If-None-Match"] = etag
             try:
-                response = await self._api.get(url, headers=headers)
+                async with self.limiter:
+                    response = await self._api.get(url, headers=headers)
             except httpx.HTTPError as exc:
                 GITHUB_REQUESTS.labels(endpoint, "error", credential.name).inc()
-                if attempt == RETRIES:
+                failures += 1
+                if failures > RETRIES:
                     raise GitHubUnavailable(
                         f"GitHub could not be reached ({type(exc).__name__})", retry_after=5
                     ) from None
-                await self._backoff(attempt)
+                await self._backoff(failures)
                 continue
-            GITHUB_REQUESTS.labels(endpoint, str(response.status_code), credential.name).inc()
-            self._note_budget(credential, response)
             status = response.status_code
+            if status != 304:
+                self.counted_requests += 1
+            GITHUB_REQUESTS.labels(endpoint, str(status), credential.name).inc()
+            now = self._clock()
+            await self._budget.note(standing, Budget.from_headers(response.headers), now)
+            if status == 401:
+                await self._refused(credential, standing)
+                continue
+            credential.accepted()
             if status in (200, 304) or (redirects and status in (301, 302, 307)):
+                await self._budget.forgive(standing, now)
                 return response
             if status == 404:
                 raise GitHubNotFound(f"{endpoint}: not found")
             if status in (403, 429):
-                await self._rate_limited(credential, response)
+                if await self._rate_limited(standing, response):
+                    continue  # a primary limit: another credential may have budget left
                 raise GitHubError(f"GitHub refused {endpoint} with {status}")
-            if status == 401:
-                await self._rest(credential, 60, "refused the credential (401)")
-                continue
-            if status >= 500 and attempt < RETRIES:
-                await self._backoff(attempt)
-                continue
             if status >= 500:
-                raise GitHubUnavailable(f"GitHub answered {status}", retry_after=5)
+                failures += 1
+                if failures > RETRIES:
+                    raise GitHubUnavailable(f"GitHub answered {status}", retry_after=5)
+                await self._backoff(failures)
+                continue
             raise GitHubError(f"GitHub answered {status} at {endpoint}")
         raise GitHubUnavailable("GitHub refused every credential", retry_after=60)
 
-    @staticmethod
-    async def _backoff(attempt: int) -> None:
-        await asyncio.sleep(min(2.0, 0.25 * 2**attempt) * (0.5 + random.random()))  # noqa: S311
+    async def _backoff(self, failures: int) -> None:
+        """0.25 s, 0.5 s, ... (at most 2 s), each times a random 0.5..1.5."""
+        base = min(2.0, 0.25 * 2 ** (failures - 1))
+        await self._sleep(base * (0.5 + self._random.random()))
 
-    def _note_budget(self, credential: Credential, response: httpx.Response) -> None:
-        remaining = response.headers.get("x-ratelimit-remaining", "")
-        if remaining.isdigit():
-            credential.remaining = int(remaining)
+    async def _refused(self, credential: Credential, standing: Standing) -> None:
+        """A 401: retry a young installation token shortly, refresh an old one once, and
+        set aside anything else for a while."""
+        verdict = credential.refused()
+        if verdict is None:
+            await self._rest(standing, REFUSED_REST, "refused the credential (401)")
+        elif verdict > 0:
+            self._not_before[credential.name] = self._clock() + verdict
+            log.info("GitHub does not accept %s's new token yet", credential.name)
+        else:
+            log.info("GitHub refused %s's token: minting a new one", credential.name)
 
-    async def _rate_limited(self, credential: Credential, response: httpx.Response) -> None:
-        """Raise GitHubRateLimited for a rate-limit answer, after resting the credential."""
+    async def _mint_refused(self, standing: Standing, refused: _MintRefused) -> None:
+        """GitHub would not mint an installation token: rest that installation."""
+        if refused.status in (403, 429):
+            if await self._rate_limited(standing, refused.response):
+                return
+        wait = 600.0 if refused.status == 404 else REFUSED_REST
+        detail = f" ({refused.status}: {refused.message})"
+        await self._rest(standing, wait, "refused to mint a token", detail=detail)
+
+    async def _rate_limited(self, standing: Standing, response: httpx.Response) -> bool:
+        """Rest the credential of a rate-limit answer. True for a primary limit (try another
+        credential); raises GitHubRateLimited for a secondary one; False for any other 403."""
         headers = response.headers
-        try:
-            message = str(response.json().get("message", ""))
-        except ValueError:
-            message = ""
+        message = _message(response).lower()
         retry_after = headers.get("retry-after", "").strip()
-        if headers.get("x-ratelimit-remaining") == "0" and "secondary" not in message.lower():
+        now = self._clock()
+        if headers.get("x-ratelimit-remaining") == "0" and "secondary" not in message:
             reset = headers.get("x-ratelimit-reset", "")
-            wait = int(reset) - int(time.time()) + 1 if reset.isdigit() else 60
-            await self._rest(credential, wait, "primary rate limit")
-            raise GitHubRateLimited("GitHub's rate limit is exhausted", retry_after=wait)
-        if "rate limit" in message.lower() or response.status_code == 429 or retry_after:
-            wait = int(retry_after) if retry_after.isdigit() else 60
-            await self._rest(credential, wait, "secondary rate limit")
-            raise GitHubRateLimited("GitHub's secondary rate limit was hit", retry_after=wait)
+            wait = float(reset) - now if reset.isdigit() else SECONDARY_DEFAULT
+            await self._rest(standing, math.ceil(wait) + 1, "primary rate limit")
+            return True
+        if "rate limit" in message or response.status_code == 429 or retry_after:
+            strikes = standing.rest.strikes + 1
+            if retry_after.isdigit():
+                wait = float(retry_after)
+            else:
+                wait = SECONDARY_DEFAULT * 2 ** (strikes - 1)
+                if strikes > 1:
+                    wait *= 1 + 0.25 * self._random.random()
+                wait = min(wait, SECONDARY_MAX)
+            wait = max(1.0, math.ceil(wait))
+            await self._rest(standing, wait, "secondary rate limit", strikes=strikes)
+            raise GitHubRateLimited("GitHub's secondary rate limit was hit", retry_after=int(wait))
+        return False
 
     # -- job logs -------------------------------------------------------------------------
 
@@ -263,7 +425,7 @@ class GitHubClient:
             raise GitHubError("log redirect without a Location")
         blob_url = response.url.join(location)
         try:
-            async with self._blobs.stream("GET", blob_url) as blob:
+            async with self.limiter, self._blobs.stream("GET", blob_url) as blob:
                 if blob.status_code != 200:
                     return None  # BlobNotFound while the job runs, or an expired URL
                 chunks: list[bytes] = []
@@ -279,3 +441,22 @@ class GitHubClient:
                 f"the job log could not be downloaded ({type(exc).__name__})", retry_after=5
             ) from None
         return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+class _MintRefused(Exception):
+    """GitHub answered a 4xx to a request for an installation token."""
+
+    def __init__(self, status: int, message: str, response: httpx.Response) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.response = response
+
+
+__all__ = [
+    "GitHubClient",
+    "InstallationCredential",
+    "Page",
+    "TokenCredential",
+    "next_link",
+]

@@ -12,7 +12,8 @@
 
 Modules: `simulator` (state and the calls above), `runner` (what the Actions runner makes of
 output), `gate` (auth, rate limits, ETags, faults), `api` (REST endpoints), `payloads` (their
-JSON), `blobs` (the log download host), `control` (the same calls over HTTP under /_sim/).
+JSON), `blobs` (the log download host), `web` (the web UI's live-log pages, a model),
+`control` (the same calls over HTTP under /_sim/).
 """
 
 from issuer.sim.app import create_sim_app

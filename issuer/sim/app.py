@@ -1,4 +1,5 @@
-"""The simulator's ASGI app: GitHub's API (under `api_prefix`), the log blobs, the control API."""
+"""The simulator's ASGI app: GitHub's API (under `api_prefix`), the log blobs, the web UI's
+live-log pages, the control API."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from issuer.sim.api import api_routes, fallback_route
 from issuer.sim.blobs import BLOB_ROUTE, serve_blob
 from issuer.sim.control import control_routes
 from issuer.sim.simulator import GitHubSim
+from issuer.sim.web import web_routes
 
 CONTROL_PREFIX = "/_sim/"
 
@@ -46,6 +48,7 @@ def create_sim_app(sim: GitHubSim) -> Starlette:
         *control_routes(sim),
         Route(BLOB_ROUTE, serve_blob, methods=["GET", "HEAD"]),
         *api_routes(sim),
+        *web_routes(sim),
         fallback_route(sim),
     ]
     app = Starlette(routes=routes)

@@ -213,6 +213,10 @@ def control_routes(sim: GitHubSim) -> list[BaseRoute]:
         )
         return JSONResponse({}, 201)
 
+    def add_web_session(request: Request, body: Body) -> Response:
+        sim.add_web_session(_required(body, "cookie", str))
+        return JSONResponse({}, 201)
+
     def settings(request: Request, body: Body) -> Response:
         if request.method == "PUT":
             try:
@@ -262,6 +266,7 @@ def control_routes(sim: GitHubSim) -> list[BaseRoute]:
         ("/jobs/{job_id:int}/log", job_log, ["GET"]),
         ("/tokens", add_token, ["POST"]),
         ("/apps", add_app, ["POST"]),
+        ("/web-sessions", add_web_session, ["POST"]),
         ("/settings", settings, ["GET", "PUT"]),
         ("/fail-next", fail_next, ["POST"]),
         ("/requests", requests, ["GET"]),

@@ -63,6 +63,13 @@ class Credentials:
             return None
         return credential
 
+    def revoke(self, token: str) -> None:
+        self._tokens.pop(token, None)
+
+    def installation_tokens(self, installation_id: int) -> list[str]:
+        bucket = f"installation:{installation_id}"
+        return [t for t, c in self._tokens.items() if c.bucket == bucket]
+
     def bucket_of(self, token: str | None) -> str:
         if token is None:
             return "anonymous"

@@ -52,10 +52,12 @@ _MAX_MESSAGE = 4096
 
 @dataclass(frozen=True)
 class LogEntry:
-    """One write to the job log. `text` may hold newlines: only its first line is timestamped."""
+    """One write to the job log. `text` may hold newlines: only its first line is timestamped.
+    `step` is the number of the step that wrote it (what the web UI shows per step)."""
 
     timestamp: float
     text: str
+    step: int = 0
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ class JobConsole:
 
     def write(self, text: str) -> None:
         """Runner-generated text (headers, markers): masked, never parsed for commands."""
-        self.entries.append(LogEntry(self._clock(), self.mask(text)))
+        self.entries.append(LogEntry(self._clock(), self.mask(text), self._step))
 
     def output(self, line: str) -> None:
         """A line the step's process printed."""

@@ -92,6 +92,7 @@ class GitHubSim:
         self._issue_numbers: dict[int, int] = {}
         self._workflow_ids: dict[tuple[int, str], int] = {}
         self._pulls: list[SimPullRequest] = []
+        self._web_sessions: set[str] = set()
 
     # -- credentials and limits --------------------------------------------------------
 
@@ -140,6 +141,25 @@ class GitHubSim:
         """Start a fresh window for this caller, as if the hour had passed."""
         with self.lock:
             self.rate_limiter.reset(self.credentials.bucket_of(token))
+
+    def revoke_token(self, token: str) -> None:
+        """The token stops working (revoked, or an installation token GitHub dropped): 401."""
+        with self.lock:
+            self.credentials.revoke(token)
+
+    def installation_tokens(self, installation_id: int) -> list[str]:
+        """Every installation token minted for the installation, in order, still valid or not."""
+        with self.lock:
+            return self.credentials.installation_tokens(installation_id)
+
+    def add_web_session(self, cookie: str) -> None:
+        """A signed-in browser session: its `user_session` cookie reads the web UI."""
+        with self.lock:
+            self._web_sessions.add(cookie)
+
+    def has_web_session(self, cookie: str) -> bool:
+        with self.lock:
+            return cookie in self._web_sessions
 
     def authenticate(self, token: str) -> Credential | None:
         with self.lock:
@@ -289,6 +309,11 @@ class GitHubSim:
         )
         self._pulls.append(pull)
         return pull
+
+    def close_pull_request(self, pull: SimPullRequest) -> None:
+        """Closed: gone from `state=open` lists and from its runs' `pull_requests`."""
+        with self.lock:
+            pull.state = "closed"
 
     def pull_requests(self, base: SimRepo) -> list[SimPullRequest]:
         with self.lock:

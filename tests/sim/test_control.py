@@ -94,3 +94,8 @@ def test_unknown_ids_are_404_and_invalid_transitions_409(control: httpx.Client) 
 def test_a_malformed_body_is_400(control: httpx.Client) -> None:
     assert control.post("/repos", content=b"{not json").status_code == 400
     assert control.post("/repos", json={"full_name": 7}).status_code == 400
+
+
+def test_a_web_session_can_be_added(control: httpx.Client, sim: GitHubSim) -> None:
+    post(control, "/web-sessions", {"cookie": "control-session"})
+    assert sim.has_web_session("control-session")

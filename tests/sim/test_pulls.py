@@ -34,3 +34,31 @@ def test_runs_of_one_branch_share_their_pull_request(
         (2, other.head_sha),
         (1, later.head_sha),
     ]
+
+
+def test_a_closed_pull_request_leaves_the_open_list(
+    api: httpx.Client, sim: GitHubSim, upstream: SimRepo, fork_run: SimRun
+) -> None:
+    [pull] = sim.pull_requests(upstream)
+    sim.close_pull_request(pull)
+    assert api.get(f"{UPSTREAM}/pulls", params={"head": "contributor:patch-1"}).json() == []
+
+
+def test_a_closed_pull_request_is_listed_as_closed(
+    api: httpx.Client, sim: GitHubSim, upstream: SimRepo, fork_run: SimRun
+) -> None:
+    [pull] = sim.pull_requests(upstream)
+    sim.close_pull_request(pull)
+    [listed] = api.get(f"{UPSTREAM}/pulls", params={"state": "closed"}).json()
+    PullRequestSimple.model_validate(listed)
+    assert listed["state"] == "closed"
+
+
+def test_a_same_repository_run_lists_its_pull_request_until_it_closes(
+    api: httpx.Client, sim: GitHubSim, upstream: SimRepo
+) -> None:
+    run = sim.create_run(upstream, head_branch="feature")
+    url = f"{UPSTREAM}/actions/runs/{run.id}"
+    assert [p["number"] for p in api.get(url).json()["pull_requests"]] == [1]
+    sim.close_pull_request(sim.pull_requests(upstream)[0])
+    assert api.get(url).json()["pull_requests"] == []
