@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 
+from issuer.builder import cli as builder_cli
 from issuer.client import cli as token_cli
 from issuer.config import ConfigError, IssuerConfig
 
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     key_retire.add_argument("kid")
     key_retire.set_defaults(handler=_keys)
+
+    builder_cli.register(commands)  # `issuer builder serve`, `issuer trust ...`
     return parser
 
 

@@ -20,6 +20,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from issuer.app import create_app
+from issuer.builder.demo import run_builder_steps
 from issuer.client.workflow import RunIdentity, WorkflowClient
 from issuer.config import IssuerConfig
 from issuer.service import IssuerService
@@ -68,7 +69,7 @@ def verify_through_discovery(token: str, issuer_url: str, audience: str) -> dict
 
 
 def run_demo(out: Callable[[str], None] = print) -> int:
-    narrator = Narrator(7, out)
+    narrator = Narrator(11, out)
     logging.basicConfig(level=logging.WARNING, format="      issuer: %(message)s")
     logging.getLogger("issuer.claims").setLevel(logging.INFO)
     servers: list[BackgroundServer] = []
@@ -149,6 +150,14 @@ def _run(narrator: Narrator, servers: list[BackgroundServer]) -> int:
     if wrong:
         raise ValueError(f"unexpected claims: {wrong}")
     narrator.step("token verified through discovery and JWKS: signature, iss, aud, exp, claims")
+    run_builder_steps(
+        narrator,
+        servers,
+        issuer_url=issuer_url,
+        token=token,
+        audience=AUDIENCE,
+        project=upstream.full_name,
+    )
     narrator.detail("demo succeeded")
     return 0
 

@@ -1,0 +1,126 @@
+"""The builder service's configuration, from ``BUILDER_*`` environment variables."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from issuer.config import ConfigError
+
+ALLOWED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
+"""Asymmetric algorithms only: ``none`` and every ``HS*`` can never be configured."""
+DEFAULT_ALGORITHMS = ("RS256", "ES256")
+BACKENDS = ("process",)
+MAX_LEEWAY = 60
+MIN_ADMIN_TOKEN = 16
+_REDIS_SCHEMES = {"redis", "rediss", "unix", "redis+sentinel", "redis+cluster", "rediss+cluster"}
+
+
+@dataclass(frozen=True)
+class BuilderConfig:
+    url: str
+    trusted_issuers: tuple[str, ...]
+    audience: str = ""
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
+    admin_token: str | None = field(default=None, repr=False)
+    backend: str = "process"
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    leeway: int = MAX_LEEWAY
+    jwks_cache_seconds: int = 300
+    build_timeout: int = 300
+    scratch_root: Path = field(default_factory=lambda: default_scratch_root())
+    internal_url: str = ""
+    """Where builders reach the service (introspection, release); default ``url``."""
+
+    def __post_init__(self) -> None:
+        if not self.audience:
+            object.__setattr__(self, "audience", self.url)
+        if not self.internal_url:
+            object.__setattr__(self, "internal_url", self.url)
+        refused = [alg for alg in self.algorithms if alg not in ALLOWED_ALGORITHMS]
+        if refused:
+            raise ConfigError("BUILDER_ALGORITHMS", f"{refused[0]} is not allowed")
+        if not 0 <= self.leeway <= MAX_LEEWAY:
+            raise ConfigError("BUILDER_LEEWAY", f"must be between 0 and {MAX_LEEWAY} seconds")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BuilderConfig:
+        """Build from environment variables; raises ConfigError naming the first bad one."""
+        url = _url(env, "BUILDER_URL")
+        if url is None:
+            raise ConfigError("BUILDER_URL", "is required (e.g. https://builder.example.com)")
+        issuers = [item.strip() for item in env.get("BUILDER_TRUSTED_ISSUERS", "").split(",")]
+        issuers = [item for item in issuers if item]
+        if not issuers:
+            raise ConfigError(
+                "BUILDER_TRUSTED_ISSUERS", "is required: the issuer URLs whose tokens are accepted"
+            )
+        for issuer in issuers:
+            _check_url("BUILDER_TRUSTED_ISSUERS", issuer)
+        redis_url = env.get("BUILDER_REDIS_URL", "").strip() or None
+        if redis_url is None:
+            raise ConfigError("BUILDER_REDIS_URL", "is required: builders and tokens live in Redis")
+        if urlsplit(redis_url).scheme not in _REDIS_SCHEMES:
+            raise ConfigError(
+                "BUILDER_REDIS_URL",
+                "must be a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL",
+            )
+        admin_token = env.get("BUILDER_ADMIN_TOKEN", "").strip() or None
+        if admin_token is not None and len(admin_token) < MIN_ADMIN_TOKEN:
+            raise ConfigError(
+                "BUILDER_ADMIN_TOKEN", f"must be at least {MIN_ADMIN_TOKEN} characters long"
+            )
+        backend = env.get("BUILDER_BACKEND", "").strip() or "process"
+        if backend not in BACKENDS:
+            raise ConfigError("BUILDER_BACKEND", "must be one of " + ", ".join(BACKENDS))
+        algorithms = tuple(
+            item.strip() for item in env.get("BUILDER_ALGORITHMS", "").split(",") if item.strip()
+        )
+        scratch = env.get("BUILDER_SCRATCH_ROOT", "").strip()
+        return cls(
+            url=url,
+            audience=(env.get("BUILDER_AUDIENCE", "").strip() or url),
+            trusted_issuers=tuple(dict.fromkeys(issuers)),
+            redis_url=redis_url,
+            admin_token=admin_token,
+            backend=backend,
+            algorithms=algorithms or DEFAULT_ALGORITHMS,
+            leeway=_whole(env, "BUILDER_LEEWAY", MAX_LEEWAY, 0, MAX_LEEWAY),
+            jwks_cache_seconds=_whole(env, "BUILDER_JWKS_CACHE_SECONDS", 300, 30, 3600),
+            build_timeout=_whole(env, "BUILDER_BUILD_TIMEOUT", 300, 1, 3600),
+            scratch_root=Path(scratch) if scratch else default_scratch_root(),
+            internal_url=_url(env, "BUILDER_INTERNAL_URL") or url,
+        )
+
+
+def default_scratch_root() -> Path:
+    """Where builders' scratch directories are made, one fresh directory per builder."""
+    return Path(tempfile.gettempdir()) / "issuer-builders"
+
+
+def _check_url(name: str, value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(name, "must hold absolute http(s) URLs")
+    if parts.query or parts.fragment:
+        raise ConfigError(name, "must not have a query or fragment")
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    _check_url(name, value)
+    return value.rstrip("/")
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ConfigError(name, f"must be a whole number between {low} and {high}")
+    return int(raw)

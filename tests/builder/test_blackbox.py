@@ -1,0 +1,275 @@
+"""Black box: the issuer and the builder service as the operator runs them (``issuer serve``,
+``issuer builder serve``, ``issuer trust add``), a fork pull-request run on the GitHub
+simulator, and attacks on the exchange. Only HTTP and the command line, over loopback."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from issuer.serving import BackgroundServer, bound_socket
+from issuer.sim import GitHubSim, SimSettings
+from issuer.sim.serve import serve_sim
+from tests.builder.support import ADMIN_TOKEN, b64, context
+from tests.e2e.harness import GITHUB_TOKEN, IssuerProcess, fork_run
+from tests.redis_server import RedisServer
+
+AUDIENCE = "https://builder.example"
+PROJECT = "octo-org/builds"
+
+
+class BuilderProcess:
+    """``issuer builder serve`` as its own OS process."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        sock = bound_socket()
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("BUILDER_")}
+        self._log = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "issuer.cli", "builder", "serve", "--port", str(self.port)],
+            env={**clean, "BUILDER_URL": self.url, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"builder service exited: {self.output()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("builder service did not become ready")
+
+    def output(self) -> str:
+        self._log.seek(0)
+        return self._log.read()
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.output()
+
+
+class World:
+    def __init__(self, sim: GitHubSim, issuer: IssuerProcess, builder: BuilderProcess) -> None:
+        self.sim = sim
+        self.issuer = issuer
+        self.builder = builder
+        self.http = httpx.Client(timeout=40)
+        self.secrets: list[str] = []
+
+    def trust(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "BUILDER_URL": self.builder.url, "BUILDER_ADMIN_TOKEN": ADMIN_TOKEN}
+        return subprocess.run(
+            [sys.executable, "-m", "issuer.cli", "trust", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def fork_token(self, audience: str = AUDIENCE) -> str:
+        """A real token: a fork pull-request run claims, prints its line, exchanges."""
+        pr = fork_run(self.sim)
+        claim = self.http.post(f"{self.issuer.url}/claim", json=pr.claim_body(audience=audience))
+        assert claim.status_code == 201, claim.text
+        job = pr.job("claim")
+        pr.print_and_finish(job, claim.json()["challenge_line"])
+        pr.job("build")
+        answer = self.http.post(claim.json()["exchange_url"], params={"wait": "20"})
+        assert answer.status_code == 200, answer.text
+        token: str = answer.json()["token"]
+        self.secrets.append(token)
+        return token
+
+    def exchange(self, token: str, project: str = PROJECT) -> httpx.Response:
+        form = {
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+            "subject_token": token,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:id_token",
+            "audience": project,
+        }
+        response = self.http.post(f"{self.builder.url}/token", data=form)
+        if response.status_code == 200:
+            self.secrets.append(response.json()["access_token"])
+        return response
+
+
+@pytest.fixture(scope="module")
+def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    redis_server.flush()
+    sim = GitHubSim(SimSettings())
+    sim.add_token(GITHUB_TOKEN)
+    github: BackgroundServer = serve_sim(sim)
+    issuer = IssuerProcess(
+        {
+            "ISSUER_GITHUB_API_URL": github.url_of(0),
+            "ISSUER_GITHUB_TOKEN": GITHUB_TOKEN,
+            "ISSUER_POLL_INTERVAL": "1",
+        }
+    )
+    builder = BuilderProcess(
+        {
+            "BUILDER_AUDIENCE": AUDIENCE,
+            "BUILDER_TRUSTED_ISSUERS": issuer.url,
+            "BUILDER_REDIS_URL": redis_server.url,
+            "BUILDER_ADMIN_TOKEN": ADMIN_TOKEN,
+            "BUILDER_SCRATCH_ROOT": str(tmp_path_factory.mktemp("scratch")),
+        }
+    )
+    world = World(sim, issuer, builder)
+    try:
+        added = world.trust(
+            "add",
+            "--project",
+            PROJECT,
+            "--issuer",
+            issuer.url,
+            "--repository-pattern",
+            "octo-org[0-9]+/octo-repo",
+            "--claim",
+            "head_repository=contributor[0-9]+/octo-repo",
+            "--max-builders",
+            "5",
+        )
+        assert added.returncode == 0, added.stderr
+        other = world.trust(
+            "add",
+            "--project",
+            "other/project",
+            "--issuer",
+            issuer.url,
+            "--repository",
+            "other/repo",
+        )
+        assert other.returncode == 0, other.stderr
+        yield world
+    finally:
+        world.http.close()
+        builder.stop()
+        issuer.stop()
+        github.stop()
+
+
+def _parts(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    head, body, signature = token.split(".")
+    decode = lambda s: json.loads(base64.urlsafe_b64decode(s + "=" * (-len(s) % 4)))  # noqa: E731
+    return decode(head), decode(body), signature
+
+
+def _error(response: httpx.Response) -> tuple[int, str, str]:
+    body = response.json()
+    return response.status_code, body["error"], body["error_description"]
+
+
+def test_a_fork_pull_request_builds_on_an_ephemeral_builder_that_is_gone_afterwards(
+    world: World,
+) -> None:
+    response = world.exchange(world.fork_token())
+    assert response.status_code == 200, response.text
+    granted = response.json()
+    builder = granted["builder"]
+    assert (builder["ephemeral"], builder["cache"]) == (True, False)
+    auth = {"Authorization": f"Bearer {granted['access_token']}"}
+    build = world.http.post(
+        f"{builder['endpoint']}/build",
+        headers=auth,
+        content=context({"build.sh": "pwd\necho built > out\n"}),
+    )
+    assert build.status_code == 200, build.text
+    assert build.json()["exit_code"] == 0
+    scratch = Path(build.json()["output"].strip())
+    assert (scratch / "out").exists()
+    assert world.http.delete(builder["endpoint"], headers=auth).status_code == 200
+    assert not scratch.exists()
+
+
+def test_a_replayed_token_is_refused(world: World) -> None:
+    token = world.fork_token()
+    assert world.exchange(token).status_code == 200
+    status, error, description = _error(world.exchange(token))
+    assert (status, error) == (400, "invalid_grant")
+    assert "already exchanged" in description
+
+
+def test_a_token_with_a_changed_payload_is_refused(world: World) -> None:
+    header, claims, signature = _parts(world.fork_token())
+    claims["head_repository"] = "contributor1/octo-repo"
+    claims["repository"] = "octo-org1/octo-repo"
+    forged = ".".join(
+        [b64(json.dumps(header).encode()), b64(json.dumps(claims).encode()), signature]
+    )
+    status, error, description = _error(world.exchange(forged))
+    assert (status, error) == (400, "invalid_grant")
+    assert "signature does not verify" in description
+
+
+def test_an_unsigned_copy_of_a_real_token_is_refused(world: World) -> None:
+    header, claims, _ = _parts(world.fork_token())
+    header["alg"] = "none"
+    forged = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}."
+    assert _error(world.exchange(forged))[:2] == (400, "invalid_grant")
+
+
+def test_an_hs256_copy_signed_with_the_public_key_is_refused(world: World) -> None:
+    import hashlib
+    import hmac
+
+    header, claims, _ = _parts(world.fork_token())
+    jwks = world.http.get(f"{world.issuer.url}/.well-known/jwks").content
+    header["alg"] = "HS256"
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    mac = hmac.new(jwks, signing_input.encode(), hashlib.sha256).digest()
+    status, error, description = _error(world.exchange(f"{signing_input}.{b64(mac)}"))
+    assert (status, error) == (400, "invalid_grant") and "alg" in description
+
+
+def test_a_project_that_does_not_trust_the_repository_denies_access(world: World) -> None:
+    status, error, description = _error(world.exchange(world.fork_token(), "other/project"))
+    assert (status, error) == (403, "access_denied")
+    assert "is not other/repo" in description
+
+
+def test_a_project_without_trust_relationships_is_an_invalid_target(world: World) -> None:
+    status, error, _ = _error(world.exchange(world.fork_token(), "nobody/project"))
+    assert (status, error) == (400, "invalid_target")
+
+
+def test_a_token_for_another_audience_is_refused(world: World) -> None:
+    token = world.fork_token(audience=world.issuer.url)
+    status, error, description = _error(world.exchange(token))
+    assert (status, error) == (400, "invalid_grant")
+    assert "aud" in description
+
+
+def test_the_service_logs_one_json_audit_line_per_exchange_and_no_secret(world: World) -> None:
+    # Runs last in this module: the log holds every exchange of the tests above.
+    output = world.builder.output()
+    audit = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    outcomes = {(line["event"], line.get("outcome")) for line in audit}
+    assert {("exchange", "granted"), ("exchange", "refused"), ("builder_started", None)} <= outcomes
+    for secret in [*world.secrets, ADMIN_TOKEN]:
+        assert secret not in output
