@@ -13,11 +13,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from issuer.abuse import AbuseConfig, AbuseControls
 from issuer.claims import TOKEN_TYPE, Issued, parse_claim_request
 from issuer.discovery import Prepared
 from issuer.errors import ApiError, invalid_request
-from issuer.http import EXCEPTION_HANDLERS, AccessLog, BodyLimit, read_json
-from issuer.metrics import EXCHANGES
+from issuer.http import (
+    EXCEPTION_HANDLERS,
+    AccessLog,
+    BodyLimit,
+    RequestId,
+    RequestMetrics,
+    read_json,
+)
+from issuer.metrics import CLAIMS, EXCHANGES
+from issuer.openapi import openapi_endpoint
 from issuer.service import IssuerService
 
 ServiceFactory = Callable[[], Awaitable[IssuerService]]
@@ -28,10 +37,28 @@ def _service(request: Request) -> IssuerService:
     return service
 
 
+def _abuse(request: Request) -> AbuseControls:
+    abuse: AbuseControls = request.app.state.abuse
+    return abuse
+
+
 async def claim(request: Request) -> Response:
     service = _service(request)
-    body = await read_json(request)
-    claim_request = parse_claim_request(body, service.config)
+    abuse = _abuse(request)
+    try:
+        claim_request = parse_claim_request(await read_json(request), service.config)
+    except ApiError:
+        CLAIMS.labels("invalid").inc()
+        raise
+    address = abuse.client_address(
+        request.client.host if request.client else None,
+        request.headers.getlist("x-forwarded-for"),
+    )
+    try:
+        await abuse.check_claim(address, claim_request)
+    except ApiError:
+        CLAIMS.labels("refused").inc()
+        raise
     created = await service.claims.create(claim_request)
     return JSONResponse(created, status_code=201, headers={"Cache-Control": "no-store"})
 
@@ -102,11 +129,38 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+def _keyring_usable(service: IssuerService) -> bool:
+    """True if a key can sign now (the keyring holds an active key, unwrapped)."""
+    try:
+        service.keys.signing_key()
+    except (LookupError, AssertionError):
+        return False
+    return True
+
+
+async def readiness(service: IssuerService) -> dict[str, bool]:
+    """Each part this replica needs to answer claims and exchanges: True if it is usable."""
+    checks = {
+        "store": await service.store.ping(),
+        "keyring": _keyring_usable(service),
+    }
+    # GitHub credentials: their readiness (a usable token or App installation token) is
+    # added here as checks["github"].
+    return checks
+
+
 async def readyz(request: Request) -> Response:
-    service = _service(request)
-    store_ok = await service.store.ping()
-    body = {"status": "ok" if store_ok else "unavailable", "store": store_ok, "keyring": True}
-    return JSONResponse(body, status_code=200 if store_ok else 503)
+    if request.app.state.shutting_down:
+        body: dict[str, object] = {"status": "shutting_down"}
+        return JSONResponse(body, status_code=503, headers={"Cache-Control": "no-store"})
+    checks = await readiness(_service(request))
+    failing = [name for name, ok in checks.items() if not ok]
+    body = {"status": "unavailable" if failing else "ok", **checks}
+    if failing:
+        body["failing"] = failing
+    return JSONResponse(
+        body, status_code=503 if failing else 200, headers={"Cache-Control": "no-store"}
+    )
 
 
 async def metrics(request: Request) -> Response:
@@ -115,13 +169,28 @@ async def metrics(request: Request) -> Response:
     )
 
 
-def create_app(start_service: ServiceFactory) -> Starlette:
-    """The ASGI app; ``start_service`` builds the replica's domain objects at startup."""
+async def begin_shutdown(app: Starlette) -> None:
+    """The process is about to exit: readiness turns false and open long polls answer now.
+
+    Called by :class:`issuer.http.DrainingServer` as soon as the exit signal arrives, before
+    connections are drained (the lifespan shutdown comes only after they closed)."""
+    app.state.shutting_down = True
+    service: IssuerService | None = getattr(app.state, "service", None)  # None before start
+    if service is not None:
+        await service.claims.begin_shutdown()
+
+
+def create_app(start_service: ServiceFactory, *, abuse: AbuseConfig | None = None) -> Starlette:
+    """The ASGI app; ``start_service`` builds the replica's domain objects at startup.
+    ``abuse`` sets the claim limits (the defaults of :class:`AbuseConfig` if None)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         service = await start_service()
         app.state.service = service
+        app.state.abuse = AbuseControls(
+            abuse or AbuseConfig(), service.store, service.config.claim_ttl
+        )
         try:
             yield
         finally:
@@ -135,10 +204,18 @@ def create_app(start_service: ServiceFactory) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_endpoint("issuer"), methods=["GET"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[Middleware(AccessLog), Middleware(BodyLimit)],
+        middleware=[
+            Middleware(RequestId),
+            Middleware(AccessLog),
+            Middleware(RequestMetrics, routes=routes),
+            Middleware(BodyLimit),
+        ],
     )
+    app.state.shutting_down = False
+    return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import contextlib
 import os
 import sys
 
@@ -23,20 +23,56 @@ def _config_or_none() -> IssuerConfig | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from issuer.app import create_app
+    from issuer.abuse import AbuseConfig
+    from issuer.app import begin_shutdown, create_app
+    from issuer.claims import MAX_WAIT
+    from issuer.http import DrainingServer, server_config
+    from issuer.logs import configure_json_logging
     from issuer.service import IssuerService
 
     config = _config_or_none()
     if config is None:
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # httpx logs every URL it fetches, and a job log's download URL is signed: a credential.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    app = create_app(lambda: IssuerService.start(config))
-    # uvicorn's access log would print exchange URLs, which are capabilities: ours redacts.
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info")
+    try:
+        abuse = AbuseConfig.from_env(os.environ)
+    except ConfigError as error:
+        print(f"issuer: {error}", file=sys.stderr)
+        return 2
+    configure_json_logging()
+    app = create_app(lambda: IssuerService.start(config), abuse=abuse)
+    config_of_server = server_config(
+        app, host=args.host, port=args.port, graceful_timeout=MAX_WAIT + 5
+    )
+    # uvicorn re-raises the signal that stopped it once it is done: SIGINT as
+    # KeyboardInterrupt (caught here, as uvicorn.run does), SIGTERM as the default action.
+    with contextlib.suppress(KeyboardInterrupt):
+        DrainingServer(config_of_server, on_exit=lambda: begin_shutdown(app)).run()
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    """``issuer config check``: every effective setting, secrets shown only as set or unset."""
+    from dataclasses import fields
+
+    from issuer.abuse import AbuseConfig
+
+    try:
+        settings = (IssuerConfig.from_env(os.environ), AbuseConfig.from_env(os.environ))
+    except ConfigError as error:
+        print(f"issuer: {error}", file=sys.stderr)
+        return 2
+    for part in settings:
+        for setting in fields(part):
+            value = getattr(part, setting.name)
+            if not setting.repr:
+                shown = "(set)" if value not in (None, "", b"", ()) else "(unset)"
+            elif value is None:
+                shown = "(none)"
+            elif isinstance(value, tuple):
+                shown = ", ".join(str(item) for item in value) or "(none)"
+            else:
+                shown = str(value)
+            print(f"{setting.name} = {shown}")
     return 0
 
 
@@ -107,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(handler=_serve)
+
+    config_command = commands.add_parser("config", help="the issuer's configuration")
+    config_commands = config_command.add_subparsers(dest="config_command", required=True)
+    config_check = config_commands.add_parser(
+        "check", help="validate the ISSUER_* settings and print them, secrets redacted"
+    )
+    config_check.set_defaults(handler=_config_check)
 
     demo = commands.add_parser("demo", help="the whole flow on this machine, nothing configured")
     demo.set_defaults(handler=_demo)
