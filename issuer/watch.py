@@ -43,8 +43,8 @@ class Pacing:
     while an exchange waits the cap is short; with nobody waiting, looks grow rare."""
 
     first_look: float = 2.0  # after a claim, unless an exchange asks sooner
-    fastest: float = 0.5  # after a change
-    slowest_waiting: float = 1.0  # while an exchange waits
+    fastest: float = 0.25  # after a change
+    slowest_waiting: float = 0.75  # while an exchange waits
     slowest_idle: float = 15.0  # while nobody waits
     backoff: float = 1.5
     min_gap: float = 0.25  # between two looks, however many exchanges arrive
@@ -52,6 +52,15 @@ class Pacing:
     lease_ttl: float = 4.0
     lease_renewal: float = 1.0
     waiting_window: float = 31.0  # an exchange's long poll lasts at most 30 s
+    run_refresh: float = 5.0  # how long a read of the run itself serves later looks
+
+
+@dataclass
+class _RecentRun:
+    """The watch loop's last read of the run itself."""
+
+    run: RunFacts | None = None
+    read_at: float = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -100,7 +109,7 @@ class RunWatches:
         await self._ensure_watched(key, first_look=self.pacing.first_look)
 
     @contextlib.asynccontextmanager
-    async def waiting(self, key: RunKey) -> AsyncIterator[_Follower]:
+    async def waiting(self, key: RunKey) -> AsyncIterator[Waiter]:
         """While an exchange waits on the run: the run is watched, and looked at now."""
         follower = self._followers.get(key.tag)
         if follower is None:
@@ -112,7 +121,7 @@ class RunWatches:
             self._wake(key)
             await self._ensure_watched(key, first_look=0.0)
             follower.start()
-            yield follower
+            yield Waiter(follower)
         finally:
             follower.waiters -= 1
             if follower.waiters == 0:
@@ -127,7 +136,7 @@ class RunWatches:
         """Stop every loop here and hand leases back, so another replica takes over at once."""
         self._stopping.set()
         for follower in list(self._followers.values()):
-            follower.changed.set()
+            follower.changed()
             await follower.stop()
         for task in list(self._watching.values()):
             task.cancel()
@@ -152,7 +161,7 @@ class RunWatches:
     def _notify(self, key: RunKey) -> None:
         follower = self._followers.get(key.tag)
         if follower is not None:
-            follower.changed.set()
+            follower.changed()
 
     # -- the watch loop -------------------------------------------------------------------------
 
@@ -167,6 +176,7 @@ class RunWatches:
         renewed = self._clock()
         previous: tuple[Any, ...] | None = None
         failures = 0
+        recent = _RecentRun()
         try:
             while True:
                 now = self._clock()
@@ -184,11 +194,11 @@ class RunWatches:
                         return  # every claim seen or expired
                     last_look = now
                     outcome = await self._look(
-                        key, state, memo, waiting=waiting, now=now, failures=failures
+                        key, state, memo, waiting=waiting, now=now, failures=failures, recent=recent
                     )
                     if outcome.rest:
                         failures += 1
-                        next_look = now + outcome.rest
+                        next_look = self._clock() + outcome.rest
                     else:
                         failures = 0
                         changed = outcome.found_new or outcome.fingerprint != previous
@@ -220,10 +230,14 @@ class RunWatches:
         waiting: bool,
         now: float,
         failures: int,
+        recent: _RecentRun,
     ) -> _Outcome:
         """One look, and what it means for the next."""
         try:
-            look = await self._reader.look(key, memo, waiting=waiting, now=now)
+            known = recent.run if now - recent.read_at < self.pacing.run_refresh else None
+            look = await self._reader.look(key, memo, waiting=waiting, now=now, known_run=known)
+            if look.run is not known:
+                recent.run, recent.read_at = look.run, now
         except RunRejected as exc:
             LOOKS.labels("rejected").inc()
             await state.set_failure(Failure(FAILURE_REJECTED, str(exc), now, now))
@@ -234,12 +248,14 @@ class RunWatches:
             return await self._unavailable(key, state, str(exc), float(exc.retry_after), now)
         except GitHubUnavailable as exc:  # an outage: look again soon, then less and less
             LOOKS.labels("unavailable").inc()
-            rest = min(float(exc.retry_after), 2.0**failures)
+            rest = min(float(exc.retry_after), 0.5 * 2.0**failures)
             return await self._unavailable(key, state, str(exc), rest, now)
         except GitHubError as exc:  # an answer we cannot use: not the workflow's fault
             LOOKS.labels("unavailable").inc()
             log.warning("unusable GitHub answer for %s: %s", key.describe(), exc)
-            return await self._unavailable(key, state, str(exc), min(30.0, 2.0**failures), now)
+            return await self._unavailable(
+                key, state, str(exc), min(30.0, 0.5 * 2.0**failures), now
+            )
         LOOKS.labels("ok").inc()
         await state.clear_failure()
         new = {code: s for code, s in look.found.items() if code not in memo.sighted_codes}
@@ -258,7 +274,9 @@ class RunWatches:
     async def _unavailable(
         self, key: RunKey, state: RunState, message: str, rest: float, now: float
     ) -> _Outcome:
-        await state.set_failure(Failure(FAILURE_UNAVAILABLE, message, now, now + rest))
+        # The rest runs from when the look gave up, not from when it began.
+        until = self._clock() + rest
+        await state.set_failure(Failure(FAILURE_UNAVAILABLE, message, now, until))
         self._notify(key)
         return _Outcome((), found_new=False, rest=rest)
 
@@ -301,7 +319,8 @@ class _Follower:
 
     def __init__(self, watches: RunWatches, key: RunKey) -> None:
         self.waiters = 0
-        self.changed = asyncio.Event()
+        self.generation = 0  # how many changes were noticed
+        self._changed = asyncio.Event()  # set, and replaced, at each change
         self._watches = watches
         self._key = key
         self._task: asyncio.Task[None] | None = None
@@ -317,26 +336,49 @@ class _Follower:
                 await self._task
             self._task = None
 
-    async def wait(self, seconds: float) -> None:
-        """Until something changed on the run, or ``seconds`` passed."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.changed.wait(), max(seconds, 0.0))
-        self.changed.clear()
+    def changed(self) -> None:
+        self.generation += 1
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    async def next_change(self, seen: int, seconds: float) -> int:
+        """The generation after ``seen``, as soon as there is one, or after ``seconds``."""
+        if self.generation == seen:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), max(seconds, 0.0))
+        return self.generation
 
     async def _follow(self) -> None:
         watches = self._watches
         state = watches.state(self._key)
-        seen = await state.version()
+        # Never let this task die of a store outage: the exchange that stops it would get
+        # the error instead of the token it may already have taken (``used`` is set).
+        seen: int | None = None
+        with contextlib.suppress(Exception):
+            seen = await state.version()
         while True:
             await asyncio.sleep(watches.pacing.tick)
             try:
                 version = await state.version()
                 if version != seen:
                     seen = version
-                    self.changed.set()
+                    self.changed()
                 await watches._ensure_watched(self._key, first_look=0.0)
             except Exception:  # a store hiccup: the exchange's own reads will tell
                 log.warning("following %s failed", self._key.describe(), exc_info=True)
+
+
+class Waiter:
+    """One exchange's view of its run's follower: it never misses a change made between
+    reading the store and starting to wait, because it remembers the last one it saw."""
+
+    def __init__(self, follower: _Follower) -> None:
+        self._follower = follower
+        self._seen = follower.generation
+
+    async def wait(self, seconds: float) -> None:
+        """Until something changed on the run since the last wait, or ``seconds`` passed."""
+        self._seen = await self._follower.next_change(self._seen, seconds)
 
 
 def _waiting(look: Look) -> str:

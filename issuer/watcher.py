@@ -51,11 +51,39 @@ class RunReader:
         self._annotations = annotations
         self._live = live
 
-    async def look(self, key: RunKey, memo: Memo, *, waiting: bool, now: float) -> Look:
-        """Read the run and whatever of it may show new codes; ``memo`` is updated in place."""
-        run = await self._read_run(key.repository, key.run_id, key.run_attempt)
-        check_run(run, key.repository, key.run_id)
-        jobs = await self._jobs(key.repository, run)
+    async def look(
+        self,
+        key: RunKey,
+        memo: Memo,
+        *,
+        waiting: bool,
+        now: float,
+        known_run: RunFacts | None = None,
+    ) -> Look:
+        """Read the run and whatever of it may show new codes; ``memo`` is updated in place.
+
+        With ``known_run`` (a recent read of this very attempt) the run is not read again:
+        what a token says of it does not change within an attempt, and its jobs tell the rest.
+        """
+        if known_run is not None and key.run_attempt is not None:
+            jobs = await self._jobs(key.repository, key.run_id, key.run_attempt)
+            run = known_run
+        elif key.run_attempt is None:
+            run = await self._read_run(key.repository, key.run_id, None)
+            check_run(run, key.repository, key.run_id)
+            jobs = await self._jobs(key.repository, run.id, run.run_attempt)
+        else:  # the attempt is known: read the run and its jobs at once
+            read_run, read_jobs = await asyncio.gather(
+                self._read_run(key.repository, key.run_id, key.run_attempt),
+                self._jobs(key.repository, key.run_id, key.run_attempt),
+                return_exceptions=True,
+            )
+            if isinstance(read_run, BaseException):
+                raise read_run  # the run's own refusal says most
+            check_run(read_run, key.repository, key.run_id)
+            if isinstance(read_jobs, BaseException):
+                raise read_jobs
+            run, jobs = read_run, read_jobs
         reads = [self._read_log(key.repository, job, memo) for job in self._logs_due(jobs, memo)]
         reads += [
             self._read_annotations(key.repository, job, memo, now)
@@ -150,21 +178,18 @@ class RunReader:
                 f"GitHub's answer was malformed: {exc}", retry_after=5
             ) from None
 
-    async def _jobs(self, repository: str, run: RunFacts) -> list[JobFacts]:
-        path = (
-            f"/repos/{repository}/actions/runs/{run.id}/attempts/{run.run_attempt}/jobs"
-            "?per_page=100"
-        )
+    async def _jobs(self, repository: str, run_id: int, attempt: int) -> list[JobFacts]:
+        path = f"/repos/{repository}/actions/runs/{run_id}/attempts/{attempt}/jobs?per_page=100"
         try:
             raw = await self._github.get_all(path, "jobs")
             jobs = [JobFacts.parse(job) for job in raw]
         except GitHubNotFound:
-            raise RunRejected(f"the jobs of run {run.id} are not visible") from None
+            raise RunRejected(f"the jobs of run {run_id} are not visible") from None
         except MalformedAnswer as exc:
             raise GitHubUnavailable(
                 f"GitHub's answer was malformed: {exc}", retry_after=5
             ) from None
-        return [job for job in jobs if job.run_attempt in (None, run.run_attempt)]
+        return [job for job in jobs if job.run_attempt in (None, attempt)]
 
 
 def _sighting(job: JobFacts, channel: str) -> Sighting:

@@ -1,0 +1,347 @@
+"""GitHub budget benchmark: counted requests per token, and time from the line becoming
+readable to the token in the client's hands, against the simulator.
+
+    .venv/bin/python bench/github_budget.py [--scenario a|b|c|all] [--latency 0.05]
+                                            [--replicas 2] [--seed 1]
+
+Everything runs on loopback: a redis-server on a free port, the GitHub simulator (every API
+request delayed by ``--latency``, 50 ms by default), and ``--replicas`` ``issuer serve``
+processes sharing that Redis. Each job of a run does what the single-job pattern does: a
+claim step (claim at the issuer, print the ``::notice::`` line, finish the step) and an
+exchange step (long polls until the token arrives), then the job finishes. Claims go to one
+replica and exchanges to another, so the runs' shared state is exercised.
+
+Scenarios:
+  a  20 runs one after another, each with one job.
+  b  one run, a matrix of 100 jobs starting over 5 s, every job claiming.
+  c  1,000 claims at once: 100 runs of 10 jobs, all starting over 5 s.
+
+Reported: counted requests (GitHub's primary rate limit; 304s are free) per issued token and
+per run, the busiest credential's share of its hourly budget, refusals by rate limits, and
+the time from the line becoming readable (the notice annotation appears as it is printed)
+to the token in the client's hands, p50 and p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.redis_server import RedisServer, free_port
+
+TOKENS = ("ghp_bench_one_" + "a" * 22, "ghp_bench_two_" + "b" * 22)
+HOURLY_LIMIT = 5000
+TIMELINE: list[dict[str, Any]] = []  # with --logs: when each job's line was readable, token came
+
+
+@dataclass
+class Outcome:
+    latencies: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    answers: dict[int, int] = field(default_factory=dict)
+
+
+class Replicas:
+    """``issuer serve`` processes on one Redis."""
+
+    def __init__(
+        self, count: int, github_url: str, redis_url: str, logs: Path | None = None
+    ) -> None:
+        kek = base64.b64encode(os.urandom(32)).decode()
+        self.urls: list[str] = []
+        self._processes: list[subprocess.Popen[bytes]] = []
+        for _ in range(count):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            env = {
+                **os.environ,
+                "ISSUER_URL": url,
+                "ISSUER_REDIS_URL": redis_url,
+                "ISSUER_KEY_ENCRYPTION_KEY": kek,
+                "ISSUER_GITHUB_API_URL": github_url,
+                "ISSUER_GITHUB_TOKEN": ",".join(TOKENS),
+                "ISSUER_CLAIM_TTL": "600",
+                # the load comes from one address: the abuse controls would refuse it
+                "ISSUER_CLAIMS_PER_ADDRESS": "0",
+                "ISSUER_CLAIMS_PER_REPOSITORY": "0",
+                "ISSUER_CLAIMS_PER_RUN": "0",
+            }
+            output = open(logs / f"replica-{port}.log", "w") if logs else subprocess.DEVNULL
+            self._processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "issuer.cli", "serve", "--port", str(port)],
+                    env=env,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            self.urls.append(url)
+        for url in self.urls:
+            _wait_ready(url)
+
+    def stop(self) -> None:
+        for process in self._processes:
+            process.send_signal(signal.SIGINT)
+        for process in self._processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _wait_ready(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+async def post(http: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Response:
+    """A POST retried on a dropped connection, as the workflow client does."""
+    for attempt in range(4):
+        try:
+            return await http.post(url, **kwargs)
+        except httpx.TransportError:
+            if attempt == 3:
+                raise
+            await asyncio.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+class SimProcess:
+    """``issuer github-sim`` in its own process, driven through its control API, so that the
+    clients' event loop and GitHub's stand-in do not compete for one interpreter."""
+
+    def __init__(self, latency: float) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "issuer.cli", "github-sim", "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.put(f"{self.url}/_sim/settings", json={"latency": latency}, timeout=2)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        for token in TOKENS:
+            httpx.post(f"{self.url}/_sim/tokens", json={"token": token, "limit": HOURLY_LIMIT})
+
+    def counted(self) -> dict[str, int]:
+        return {
+            token[:13]: httpx.get(f"{self.url}/_sim/rate-limit", params={"token": token}).json()[
+                "counted"
+            ]
+            for token in TOKENS
+        }
+
+    def refusals(self) -> int:
+        entries = httpx.get(f"{self.url}/_sim/requests", timeout=30).json()
+        return sum(1 for entry in entries if entry["status"] in (403, 429))
+
+    def stop(self) -> None:
+        self._process.send_signal(signal.SIGINT)
+        try:
+            self._process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+
+
+class Bench:
+    def __init__(self, sim: SimProcess, replicas: Replicas, seed: int) -> None:
+        self.sim = sim
+        self.replicas = replicas
+        self.random = random.Random(seed)
+        self.c_runs = 100
+        self._serial = 0
+
+    async def control(self, http: httpx.AsyncClient, path: str, **body: Any) -> Any:
+        response = await post(http, f"{self.sim.url}/_sim{path}", json=body)
+        response.raise_for_status()
+        return response.json()
+
+    async def new_run(self, http: httpx.AsyncClient) -> tuple[str, int]:
+        self._serial += 1
+        n = self._serial
+        upstream, fork = f"bench-org{n}/project", f"contributor{n}/project"
+        await self.control(http, "/repos", full_name=upstream)
+        await self.control(http, "/repos", full_name=fork, fork_of=upstream)
+        run = await self.control(
+            http, "/runs", repository=upstream, head_repository=fork, actor=f"contributor{n}"
+        )
+        return upstream, int(run["id"])
+
+    async def job(
+        self,
+        http: httpx.AsyncClient,
+        upstream: str,
+        run_id: int,
+        name: str,
+        start_after: float,
+        outcome: Outcome,
+    ) -> None:
+        """One job of the single-job pattern, timed from the notice to the token."""
+        await asyncio.sleep(start_after)
+        job = await self.control(http, f"/runs/{run_id}/jobs", name=name)
+        jobs = f"/jobs/{job['id']}"
+        await self.control(http, f"{jobs}/start")
+        await asyncio.sleep(0.2)  # the runner's set-up
+        claim_url, exchange_url = self._pick_replicas()
+        body = {
+            "repository": upstream,
+            "run_id": run_id,
+            "run_attempt": 1,
+            "event_name": "pull_request",
+        }
+        response = await post(http, f"{claim_url}/claim", json=body)
+        if response.status_code != 201:
+            outcome.failures.append(f"claim {response.status_code}")
+            return
+        claim = response.json()
+        await self.control(http, f"{jobs}/steps", name="Claim", script="issuer token claim")
+        await self.control(http, f"{jobs}/print", text=claim["challenge_line"])
+        readable = time.monotonic()  # notice annotations appear at once (the default)
+        TIMELINE.append({"job": job["id"], "readable": time.time()})
+        await self.control(http, f"{jobs}/finish-step")
+        await self.control(http, f"{jobs}/steps", name="Exchange", script="issuer token exchange")
+        path = claim["exchange_url"].split("/exchange/", 1)[1]
+        while True:
+            response = await post(http, f"{exchange_url}/exchange/{path}?wait=10")
+            code = response.status_code
+            outcome.answers[code] = outcome.answers.get(code, 0) + 1
+            if code == 200:
+                outcome.latencies.append(time.monotonic() - readable)
+                TIMELINE.append({"job": job["id"], "token": time.time()})
+                break
+            if code not in (202, 503):
+                outcome.failures.append(f"exchange {code}: {response.text}")
+                break
+            if code == 503:
+                await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+        await self.control(http, f"{jobs}/finish-step")
+        await self.control(http, f"{jobs}/finish")
+
+    def _pick_replicas(self) -> tuple[str, str]:
+        urls = self.replicas.urls
+        first = self.random.randrange(len(urls))
+        return urls[first], urls[(first + 1) % len(urls)]
+
+    async def run_with_jobs(
+        self, http: httpx.AsyncClient, jobs: int, spread: float, outcome: Outcome
+    ) -> None:
+        upstream, run_id = await self.new_run(http)
+        await asyncio.gather(
+            *(
+                self.job(
+                    http, upstream, run_id, f"matrix ({i})", self.random.uniform(0, spread), outcome
+                )
+                for i in range(jobs)
+            )
+        )
+        await self.control(http, f"/runs/{run_id}/finish")
+
+
+async def scenario(bench: Bench, name: str) -> dict[str, Any]:
+    sim = bench.sim
+    before = sim.counted()
+    refused_before = sim.refusals()
+    outcome = Outcome()
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000)
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        if name == "a":
+            runs, jobs = 20, 1
+            for _ in range(runs):
+                await bench.run_with_jobs(http, 1, 0.0, outcome)
+        elif name == "b":
+            runs, jobs = 1, 100
+            await bench.run_with_jobs(http, jobs, 5.0, outcome)
+        else:
+            runs, jobs = bench.c_runs, 10
+            await asyncio.gather(
+                *(bench.run_with_jobs(http, jobs, 5.0, outcome) for _ in range(runs))
+            )
+    elapsed = time.monotonic() - started
+    after = sim.counted()
+    spent = {name: after[name] - before[name] for name in after}
+    total = sum(spent.values())
+    tokens = len(outcome.latencies)
+    latencies = sorted(outcome.latencies)
+    return {
+        "scenario": name,
+        "runs": runs,
+        "jobs_per_run": jobs,
+        "tokens": tokens,
+        "failures": outcome.failures[:5],
+        "exchange_answers": outcome.answers,
+        "counted_requests": total,
+        "counted_per_token": round(total / max(tokens, 1), 2),
+        "counted_per_run": round(total / runs, 1),
+        "busiest_credential_share_of_hour": round(max(after.values()) / HOURLY_LIMIT, 3),
+        "rate_limit_refusals": sim.refusals() - refused_before,
+        "time_to_token_p50_s": round(statistics.median(latencies), 3) if latencies else None,
+        "time_to_token_p99_s": round(_percentile(latencies, 0.99), 3) if latencies else None,
+        "time_to_token_max_s": round(latencies[-1], 3) if latencies else None,
+        "elapsed_s": round(elapsed, 1),
+    }
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    index = min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", choices=("a", "b", "c", "all"), default="all")
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--c-runs", type=int, default=100, help="runs of 10 jobs in c")
+    parser.add_argument("--logs", type=Path, help="a directory for the replicas' logs")
+    args = parser.parse_args()
+    redis = RedisServer()
+    sim = SimProcess(args.latency)
+    replicas = Replicas(args.replicas, sim.url, redis.url, args.logs)
+    try:
+        bench = Bench(sim, replicas, args.seed)
+        bench.c_runs = args.c_runs
+        names = ("a", "b", "c") if args.scenario == "all" else (args.scenario,)
+        for name in names:
+            print(json.dumps(asyncio.run(scenario(bench, name))), flush=True)
+        if args.logs:
+            (args.logs / "timeline.json").write_text(json.dumps(TIMELINE))
+    finally:
+        replicas.stop()
+        sim.stop()
+        redis.stop()
+
+
+if __name__ == "__main__":
+    main()
