@@ -43,6 +43,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.lean_http import Answer, LeanClient
 from tests.redis_server import RedisServer, free_port
 
 TOKENS = ("ghp_bench_one_" + "a" * 22, "ghp_bench_two_" + "b" * 22)
@@ -117,12 +118,12 @@ def _wait_ready(url: str) -> None:
     raise RuntimeError(f"{url} did not become ready")
 
 
-async def post(http: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Response:
+async def post(http: LeanClient, url: str, body: Any = None) -> Answer:
     """A POST retried on a dropped connection, as the workflow client does."""
     for attempt in range(4):
         try:
-            return await http.post(url, **kwargs)
-        except httpx.TransportError:
+            return await http.post(url, body)
+        except (ConnectionError, TimeoutError):
             if attempt == 3:
                 raise
             await asyncio.sleep(0.2 * 2**attempt)
@@ -181,12 +182,13 @@ class Bench:
         self.c_runs = 100
         self._serial = 0
 
-    async def control(self, http: httpx.AsyncClient, path: str, **body: Any) -> Any:
-        response = await post(http, f"{self.sim.url}/_sim{path}", json=body)
-        response.raise_for_status()
+    async def control(self, http: LeanClient, path: str, **body: Any) -> Any:
+        response = await post(http, f"{self.sim.url}/_sim{path}", body)
+        if response.status >= 400:
+            raise RuntimeError(f"simulator control {path}: {response.status} {response.text}")
         return response.json()
 
-    async def new_run(self, http: httpx.AsyncClient) -> tuple[str, int]:
+    async def new_run(self, http: LeanClient) -> tuple[str, int]:
         self._serial += 1
         n = self._serial
         upstream, fork = f"bench-org{n}/project", f"contributor{n}/project"
@@ -199,7 +201,7 @@ class Bench:
 
     async def job(
         self,
-        http: httpx.AsyncClient,
+        http: LeanClient,
         upstream: str,
         run_id: int,
         name: str,
@@ -219,9 +221,9 @@ class Bench:
             "run_attempt": 1,
             "event_name": "pull_request",
         }
-        response = await post(http, f"{claim_url}/claim", json=body)
-        if response.status_code != 201:
-            outcome.failures.append(f"claim {response.status_code}")
+        response = await post(http, f"{claim_url}/claim", body)
+        if response.status != 201:
+            outcome.failures.append(f"claim {response.status}")
             return
         claim = response.json()
         await self.control(http, f"{jobs}/steps", name="Claim", script="issuer token claim")
@@ -233,7 +235,7 @@ class Bench:
         path = claim["exchange_url"].split("/exchange/", 1)[1]
         while True:
             response = await post(http, f"{exchange_url}/exchange/{path}?wait=10")
-            code = response.status_code
+            code = response.status
             outcome.answers[code] = outcome.answers.get(code, 0) + 1
             if code == 200:
                 outcome.latencies.append(time.monotonic() - readable)
@@ -253,7 +255,7 @@ class Bench:
         return urls[first], urls[(first + 1) % len(urls)]
 
     async def run_with_jobs(
-        self, http: httpx.AsyncClient, jobs: int, spread: float, outcome: Outcome
+        self, http: LeanClient, jobs: int, spread: float, outcome: Outcome
     ) -> None:
         upstream, run_id = await self.new_run(http)
         await asyncio.gather(
@@ -272,9 +274,9 @@ async def scenario(bench: Bench, name: str) -> dict[str, Any]:
     before = sim.counted()
     refused_before = sim.refusals()
     outcome = Outcome()
-    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000)
     started = time.monotonic()
-    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+    http = LeanClient()
+    try:
         if name == "a":
             runs, jobs = 20, 1
             for _ in range(runs):
@@ -287,6 +289,8 @@ async def scenario(bench: Bench, name: str) -> dict[str, Any]:
             await asyncio.gather(
                 *(bench.run_with_jobs(http, jobs, 5.0, outcome) for _ in range(runs))
             )
+    finally:
+        await http.aclose()
     elapsed = time.monotonic() - started
     after = sim.counted()
     spent = {name: after[name] - before[name] for name in after}

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from issuer.abuse import AbuseConfig, AbuseControls
-from issuer.claims import TOKEN_TYPE, Issued, parse_claim_request
+from issuer.claims import TOKEN_TYPE, Issued, parse_claim_request, parse_relay_path
 from issuer.discovery import Prepared
 from issuer.errors import ApiError, invalid_request
 from issuer.http import (
@@ -27,6 +27,7 @@ from issuer.http import (
 )
 from issuer.metrics import CLAIMS, EXCHANGES
 from issuer.openapi import openapi_endpoint
+from issuer.relay import Relayed
 from issuer.service import IssuerService
 
 ServiceFactory = Callable[[], Awaitable[IssuerService]]
@@ -88,6 +89,36 @@ async def exchange(request: Request) -> Response:
         body = {"token": outcome.token, "token_type": TOKEN_TYPE, "expires_in": outcome.expires_in}
         return JSONResponse(body, headers=headers)
     EXCHANGES.labels("pending").inc()
+    headers["Retry-After"] = str(outcome.retry_after)
+    pending = {
+        "status": "pending",
+        "error_description": outcome.description,
+        "retry_after": outcome.retry_after,
+    }
+    return JSONResponse(pending, status_code=202, headers=headers)
+
+
+async def relay(request: Request) -> Response:
+    """The challenge line of a relay slot's one claim, for the job that prints it (public: a
+    code is useful only to whoever can make the run print it). Asks GitHub nothing."""
+    service = _service(request)
+    slot = parse_relay_path(request.path_params)
+    wait = _wait_seconds(request)
+    abuse = _abuse(request)
+    address = abuse.client_address(
+        request.client.host if request.client else None,
+        request.headers.getlist("x-forwarded-for"),
+    )
+    await service.claims.relay.check_rate(address)
+    outcome = await service.claims.relay.relay(slot, wait)
+    headers = {"Cache-Control": "no-store"}
+    if isinstance(outcome, Relayed):
+        body = {
+            "challenge_line": outcome.challenge_line,
+            "challenge_code": outcome.code,
+            "expires_at": outcome.expires_at,
+        }
+        return JSONResponse(body, headers=headers)
     headers["Retry-After"] = str(outcome.retry_after)
     pending = {
         "status": "pending",
@@ -199,6 +230,11 @@ def create_app(start_service: ServiceFactory, *, abuse: AbuseConfig | None = Non
     routes = [
         Route("/claim", claim, methods=["POST"]),
         Route("/exchange/{claim_id}", exchange, methods=["POST"]),
+        Route(
+            "/relay/{owner}/{repo}/runs/{run_id}/attempts/{attempt}/{slot}",
+            relay,
+            methods=["GET"],
+        ),
         Route("/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
         Route("/.well-known/jwks", jwks, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

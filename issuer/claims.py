@@ -9,6 +9,10 @@ only as its SHA-256, so the store holds no capability):
 Claims do not look at GitHub themselves: each registers its code with its run, and the one
 watcher of that run (:mod:`issuer.watch`) records every code it sees there. A look that
 finds nothing, or fails, leaves the claim pending: only handing out its token uses it up.
+
+A claim may name a relay slot (:mod:`issuer.relay`): another job of the run prints its line.
+Such a claim gets its token only while it is its slot's one claim, checked right before the
+token is signed.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,6 +34,7 @@ from issuer.config import IssuerConfig
 from issuer.errors import ApiError, invalid_request
 from issuer.keys import SigningKey
 from issuer.metrics import CLAIMS, TOKENS
+from issuer.relay import SLOT, SLOT_RULE, RelaySlots, SlotKey, Verdict, contested_description
 from issuer.runs import FAILURE_REJECTED, FAILURE_UNAVAILABLE, Failure, RunKey, RunState
 from issuer.store import Store, tagged
 from issuer.tokens import sign, with_lifetime
@@ -45,7 +50,9 @@ TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
 _OWNER = r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}"
 _REPOSITORY = re.compile(rf"^{_OWNER}/[A-Za-z0-9._-]{{1,100}}$")
 _CLAIM_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_DIGITS = re.compile(r"^[1-9][0-9]{0,18}$")
 _MAX_ID = 2**63 - 1
+_REPOSITORY_RULE = "repository must be OWNER/REPO as GitHub names repositories"
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class ClaimRequest:
     run_id: int
     run_attempt: int | None
     audience: str
+    relay: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class ClaimRecord:
     audience: str
     code: str
     expires_at: int
+    relay: str | None = None  # the relay slot, if another job prints the line
 
 
 @dataclass(frozen=True)
@@ -93,10 +102,8 @@ def parse_claim_request(body: Any, config: IssuerConfig) -> ClaimRequest:
     if not isinstance(body, dict):
         raise invalid_request("the body must be a JSON object")
     repository = body.get("repository")
-    if not isinstance(repository, str) or not _REPOSITORY.match(repository):
-        raise invalid_request("repository must be OWNER/REPO as GitHub names repositories")
-    if repository.split("/")[1] in (".", ".."):
-        raise invalid_request("repository must be OWNER/REPO as GitHub names repositories")
+    if not isinstance(repository, str) or not _valid_repository(repository):
+        raise invalid_request(_REPOSITORY_RULE)
     if "run_id" not in body:
         raise invalid_request("run_id is required")
     run_id = _positive_int(body["run_id"], "run_id")
@@ -118,7 +125,41 @@ def parse_claim_request(body: Any, config: IssuerConfig) -> ClaimRequest:
         raise ApiError(
             400, "invalid_audience", "this issuer does not issue tokens for that audience"
         )
-    return ClaimRequest(repository, run_id, run_attempt, audience)
+    relay = body.get("relay")
+    if relay is not None:
+        if not isinstance(relay, str) or not SLOT.match(relay):
+            raise invalid_request(f"relay must be a slot name: {SLOT_RULE}")
+        if run_attempt is None:
+            raise invalid_request(
+                "run_attempt is required with relay: the relay job asks for the slot of one attempt"
+            )
+    return ClaimRequest(repository, run_id, run_attempt, audience, relay)
+
+
+def _valid_repository(repository: str) -> bool:
+    return bool(_REPOSITORY.match(repository)) and repository.split("/")[1] not in (".", "..")
+
+
+def _path_int(value: str, name: str) -> int:
+    if not _DIGITS.match(value) or int(value) > _MAX_ID:
+        raise invalid_request(f"{name} must be a positive integer, in digits")
+    return int(value)
+
+
+def parse_relay_path(params: Mapping[str, str]) -> SlotKey:
+    """Validate the path of ``GET /relay/{owner}/{repo}/runs/{run_id}/attempts/{attempt}/{slot}``;
+    raises ApiError 400 naming the bad field."""
+    owner, repo = params.get("owner", ""), params.get("repo", "")
+    if not re.fullmatch(_OWNER, owner):
+        raise invalid_request("owner must be a GitHub account name (as in OWNER/REPO)")
+    if not _valid_repository(f"{owner}/{repo}"):
+        raise invalid_request("repo must be a GitHub repository name (as in OWNER/REPO)")
+    run_id = _path_int(params.get("run_id", ""), "run_id")
+    attempt = _path_int(params.get("attempt", ""), "attempt")
+    slot = params.get("slot", "")
+    if not SLOT.match(slot):
+        raise invalid_request(f"slot must be {SLOT_RULE}")
+    return SlotKey(f"{owner}/{repo}", run_id, attempt, slot)
 
 
 def _digest(claim_id: str) -> str:
@@ -127,6 +168,7 @@ def _digest(claim_id: str) -> str:
 
 class _Keys:
     def __init__(self, digest: str) -> None:
+        self.digest = digest
         self.record = tagged(f"claim:{digest}", "record")
         self.used = tagged(f"claim:{digest}", "used")
 
@@ -146,6 +188,13 @@ class ClaimService:
         self._signing_key = signing_key
         self._clock = clock
         self._stopping = asyncio.Event()
+        self.relay = RelaySlots(
+            store,
+            claim_ttl=config.claim_ttl,
+            poll_interval=config.poll_interval,
+            stopping=self._stopping,
+            clock=clock,
+        )
 
     async def create(self, request: ClaimRequest) -> dict[str, Any]:
         claim_id = secrets.token_urlsafe(32)
@@ -158,6 +207,7 @@ class ClaimService:
             request.audience,
             code,
             expires_at,
+            request.relay,
         )
         keys = _Keys(_digest(claim_id))
         await self._store.set(
@@ -166,6 +216,11 @@ class ClaimService:
             ttl=self._config.claim_ttl + RETENTION,
         )
         await self._watches.claimed(_run_key(record), code, expires_at)
+        slot = _slot_of(record)
+        if slot is not None:
+            # Last: a claim that failed before this point is not in the slot, so its retry
+            # does not contest it.
+            await self.relay.register(slot, keys.digest, code, expires_at)
         CLAIMS.labels("created").inc()
         return {
             "claim_id": claim_id,
@@ -200,6 +255,7 @@ class ClaimService:
         seen = await state.sighting(record.code)
         if seen is not None:
             return await self._issue(record, keys, seen)
+        await self._refuse_unless_relay_allows(record, keys)
         if self._stopping.is_set():
             return await self._pending(record, state)
         asked_at = self._clock()
@@ -209,6 +265,7 @@ class ClaimService:
                 seen = await state.sighting(record.code)
                 if seen is not None:
                     return await self._issue(record, keys, seen)
+                await self._refuse_unless_relay_allows(record, keys)
                 failure = await state.failure()
                 if failure is not None and failure.at < asked_at:
                     failure = None  # from a look older than this exchange: wait for a fresh one
@@ -253,7 +310,22 @@ class ClaimService:
         if self._clock() >= record.expires_at:
             raise ApiError(410, "claim_expired", "this claim expired before its line was seen")
 
+    async def _refuse_unless_relay_allows(self, record: ClaimRecord, keys: _Keys) -> None:
+        """A claim on a relay slot gets a token only while it is the slot's one claim."""
+        slot = _slot_of(record)
+        if slot is None:
+            return
+        verdict = await self.relay.verdict(slot, keys.digest)
+        if verdict is Verdict.CONTESTED:
+            CLAIMS.labels("contested").inc()
+            raise ApiError(403, "run_rejected", contested_description(slot))
+        if verdict is Verdict.GONE:
+            raise ApiError(410, "claim_expired", "this claim expired before its line was seen")
+
     async def _issue(self, record: ClaimRecord, keys: _Keys, seen: dict[str, Any]) -> Issued:
+        # Right before signing: a second claim on the slot may have landed while this one
+        # waited, even after its line was seen.
+        await self._refuse_unless_relay_allows(record, keys)
         now = int(self._clock())
         ttl = self._config.token_ttl
         claims = with_lifetime(seen, audience=record.audience, now=now, ttl=ttl)
@@ -270,3 +342,9 @@ class ClaimService:
 
 def _run_key(record: ClaimRecord) -> RunKey:
     return RunKey(record.repository, record.run_id, record.run_attempt)
+
+
+def _slot_of(record: ClaimRecord) -> SlotKey | None:
+    if record.relay is None or record.run_attempt is None:
+        return None
+    return SlotKey(record.repository, record.run_id, record.run_attempt, record.relay)

@@ -4,6 +4,7 @@ redacted request logs, request metrics, and a server that drains long polls on e
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import re
@@ -312,7 +313,9 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # A signal handler interrupts the loop anywhere: schedule, do not call, on_exit.
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._drain)
+            # In a fresh context: the signal may have interrupted a request, whose request
+            # id would otherwise be stamped on every shutdown log line.
+            self._loop.call_soon_threadsafe(self._drain, context=contextvars.Context())
         super().handle_exit(sig, frame)
 
     def _drain(self) -> None:

@@ -169,22 +169,24 @@ class RunWatches:
         state = self.state(key)
         pace = self.pacing
         wakeup = self._wakeups.setdefault(key.tag, asyncio.Event())
-        memo = await state.memo()
         next_look = self._clock() + first_look
         last_look = 0.0
         interval = pace.fastest
-        renewed = self._clock()
         previous: tuple[Any, ...] | None = None
         failures = 0
         recent = _RecentRun()
+        lost = asyncio.Event()
+        # Renewed on its own beat, so that a slow look never lets the lease lapse.
+        heartbeat = asyncio.create_task(self._keep_lease(state, lost))
         try:
+            # Inside the try: a store error here too must end in the cleanup below, or the
+            # run would stay marked as watched by this replica, and never be looked at again.
+            memo = await state.memo()
             while True:
                 now = self._clock()
-                if now - renewed >= pace.lease_renewal:
-                    if not await state.renew_lease(self._holder, pace.lease_ttl):
-                        log.warning("lost the lease of %s", key.describe())
-                        return
-                    renewed = now
+                if lost.is_set():
+                    log.warning("lost the lease of %s", key.describe())
+                    return
                 wanted = await state.wanted_at()
                 waiting = wanted is not None and now - wanted < pace.waiting_window
                 asked = wanted is not None and wanted > last_look
@@ -216,10 +218,22 @@ class RunWatches:
         except Exception:
             log.exception("watching %s failed", key.describe())
         finally:
+            heartbeat.cancel()
             self._watching.pop(key.tag, None)
             self._wakeups.pop(key.tag, None)
             with contextlib.suppress(Exception):
                 await asyncio.shield(state.release_lease(self._holder))
+
+    async def _keep_lease(self, state: RunState, lost: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(self.pacing.lease_renewal)
+            try:
+                if not await state.renew_lease(self._holder, self.pacing.lease_ttl):
+                    lost.set()
+                    self._wake(state.key)
+                    return
+            except Exception:  # a store hiccup: the next beat tries again
+                log.warning("renewing the lease of %s failed", state.key.describe())
 
     async def _look(
         self,

@@ -149,3 +149,11 @@ async def test_a_shorter_ttl_never_shortens_a_hash_life(store: Store) -> None:
     await store.hash_set("h", "b", b"2", ttl=0.05)
     await asyncio.sleep(0.1)
     assert await store.hash_get_all("h") == {"a": b"1", "b": b"2"}
+
+
+async def test_a_burst_of_more_commands_than_connections_waits_instead_of_failing(
+    store: Store,
+) -> None:
+    await store.set("k", b"v")
+    values = await asyncio.gather(*(store.get("k") for _ in range(500)))
+    assert values == [b"v"] * 500

@@ -1,4 +1,9 @@
-"""``issuer token``: the workflow step, whole or in its two halves."""
+"""``issuer token``: the workflow step, whole or in its two halves, or its relay.
+
+Modes: ``token`` (claim, print the line, exchange; with ``--relay SLOT``: claim on that relay
+slot, print nothing, exchange), ``claim`` and ``exchange`` (the two halves, for two steps of
+one job), ``relay`` (print the challenge line of a relay slot's claim, for a parallel job).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,11 @@ import os
 import sys
 from collections.abc import Mapping
 
+from issuer.client import messages
 from issuer.client.codes import ClientError, ExitCode
-from issuer.client.workflow import RunIdentity, WorkflowClient, mask_line, write_output
+from issuer.client.workflow import SLOT, RunIdentity, WorkflowClient, mask_line, write_output
 
-MODES = ("token", "claim", "exchange")
+MODES = ("token", "claim", "exchange", "relay")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         choices=MODES,
         default="token",
-        help="token (default): both halves; claim: print the line; exchange: get the token",
+        help="token (default): both halves (with --relay: claim on a relay slot, print "
+        "nothing); claim: print the line; exchange: get the token; relay: print the challenge "
+        "line of a relay slot's claim",
     )
     parser.add_argument(
         "--issuer",
@@ -35,6 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--claim",
         default=os.environ.get("ISSUER_CLAIM") or None,
         help="exchange: the `claim` output of the claim step (default: $ISSUER_CLAIM)",
+    )
+    parser.add_argument(
+        "--relay",
+        "--slot",
+        dest="relay",
+        default=os.environ.get("ISSUER_RELAY_SLOT") or None,
+        metavar="SLOT",
+        help="token: claim on this relay slot (a parallel job prints the line); relay: the "
+        "slot whose line to print (default: $ISSUER_RELAY_SLOT)",
     )
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="seconds to wait for the token (default 300)"
@@ -71,19 +88,19 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
 def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.timeout <= 0:
         raise ClientError("--timeout must be a positive number of seconds", ExitCode.USAGE)
+    relay = _relay_slot(args)
+    if args.mode == "relay":
+        return _relay(args, env, relay)
     if args.mode == "exchange":
         exchange_url = _claim_to_exchange(args)
     else:
-        exchange_url = _make_claim(args, env)
+        exchange_url = _make_claim(args, env, relay)
         if args.mode == "claim":
-            _emit_output(env, "claim", exchange_url)
-            _say(
-                "challenge printed; claim written to the `claim` output: exchange it in a later "
-                "job (needs:) or step (mode: exchange)"
-            )
+            _emit_claim(env, exchange_url)
             return ExitCode.OK
     issuer_url = exchange_url.split("/exchange/")[0]
-    token = WorkflowClient(issuer_url, say=_say).exchange(exchange_url, args.timeout)
+    client = WorkflowClient(issuer_url, say=_say)
+    token = client.exchange(exchange_url, args.timeout, relay=relay)
     if env.get("GITHUB_ACTIONS") == "true":
         # First, before anything that could hold the token: later log lines show `***`.
         print(mask_line(token), flush=True)
@@ -92,26 +109,86 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return ExitCode.OK
 
 
-def _make_claim(args: argparse.Namespace, env: Mapping[str, str]) -> str:
+def _relay_slot(args: argparse.Namespace) -> str | None:
+    relay = args.relay or None
+    if relay is None:
+        if args.mode == "relay":
+            raise ClientError(
+                "no relay slot. Fix: pass --slot SLOT (the action's `relay-slot`), the same "
+                "slot the exchanging job names with `issuer token --relay SLOT`",
+                ExitCode.USAGE,
+            )
+        return None
+    if not SLOT.match(relay):
+        raise ClientError(
+            "the relay slot must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-' "
+            "(e.g. the exchanging job's name). Fix: change `relay-slot`",
+            ExitCode.USAGE,
+        )
+    if args.mode not in ("token", "relay"):
+        raise ClientError(
+            f"a relay slot works with mode `token` (the exchanging job) and mode `relay` (the "
+            f"job that prints), not with mode `{args.mode}`. Fix: drop `relay-slot`, or see "
+            + messages.RELAY_PATTERN,
+            ExitCode.USAGE,
+        )
+    return str(relay)
+
+
+def _relay(args: argparse.Namespace, env: Mapping[str, str], slot: str | None) -> int:
+    """Print the challenge line of the slot's claim, so that this job's log shows it."""
+    assert slot is not None
+    client = WorkflowClient(_issuer(args), say=_say)
+    line = client.relay(RunIdentity.from_env(env), slot, args.timeout)
+    print(line, flush=True)
+    _say(
+        f"challenge of relay slot {slot!r} printed: this job must now complete, so that GitHub "
+        "serves its log to the issuer"
+    )
+    return ExitCode.OK
+
+
+def _emit_claim(env: Mapping[str, str], exchange_url: str) -> None:
+    """Mask the claim, then write it: the next step's header echoes its inputs, and inside a
+    job a mask applies to every later line. (A masked output cannot cross jobs: GitHub drops
+    job outputs that hold masked values.)"""
+    if env.get("GITHUB_ACTIONS") == "true":
+        print(mask_line(exchange_url), flush=True)
+        print(mask_line(exchange_url.rsplit("/", 1)[-1]), flush=True)
+    _emit_output(env, "claim", exchange_url)
+    _say(
+        "challenge printed; claim written to the `claim` output (masked): exchange it in a "
+        "later step of this job (mode: exchange); across jobs, use the relay pattern"
+    )
+
+
+def _issuer(args: argparse.Namespace) -> str:
     if not args.issuer:
         raise ClientError(
             "no issuer URL. Fix: pass --issuer (the action's `issuer-url`) or set ISSUER_URL",
             ExitCode.USAGE,
         )
-    client = WorkflowClient(args.issuer, say=_say)
-    claim = client.claim(RunIdentity.from_env(env), args.audience, timeout=args.timeout)
-    print(claim.challenge_line, flush=True)
+    return str(args.issuer)
+
+
+def _make_claim(args: argparse.Namespace, env: Mapping[str, str], relay: str | None) -> str:
+    """Claim; print the challenge line, unless another job (the relay) prints it."""
+    client = WorkflowClient(_issuer(args), say=_say)
+    claim = client.claim(RunIdentity.from_env(env), args.audience, args.timeout, relay=relay)
+    if relay is None:
+        print(claim.challenge_line, flush=True)
+    else:
+        _say(
+            f"claimed relay slot {relay!r}: a parallel job prints the challenge "
+            f"(`issuer token relay --slot {relay}`, the action's mode `relay`)"
+        )
     return claim.exchange_url
 
 
 def _claim_to_exchange(args: argparse.Namespace) -> str:
     claim = str(args.claim or "").strip()
     if "/exchange/" not in claim:
-        raise ClientError(
-            "no claim to exchange. Fix: pass the `claim` output of the claim step as --claim "
-            "(the action's `claim` input) or ISSUER_CLAIM",
-            ExitCode.USAGE,
-        )
+        raise ClientError(messages.missing_claim(), ExitCode.USAGE)
     if args.issuer and not claim.startswith(f"{args.issuer.rstrip('/')}/exchange/"):
         raise ClientError(
             "the claim was made at another issuer than --issuer. Fix: use the same "

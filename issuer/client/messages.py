@@ -12,6 +12,20 @@ from dataclasses import dataclass
 from issuer.client.codes import ExitCode
 
 _STILL_RUNNING = re.compile(r"still running: ([^)]*)\)")
+# How the issuer says a relay slot was contested (issuer/relay.py, contested_description).
+_CONTESTED = re.compile(r"relay slot .* was claimed more than once")
+
+RELAY_PATTERN = (
+    "the relay pattern (examples/two-job.yml): the exchanging job runs mode `token` with "
+    "`relay-slot: SLOT`, and a parallel job without `needs:` runs mode `relay` with the same "
+    "`relay-slot`"
+)
+CONTESTED_FIX = (
+    "someone else claimed this run's relay slot too (a stranger racing the run for its "
+    "token, or a claim retried after its answer was lost), so no claim on it gets a token. "
+    "Re-run the workflow: a new attempt has fresh slots. If it keeps happening, tell the "
+    "issuer's operator (the issuer logs contested slots)"
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +47,7 @@ _FIXES: dict[str, tuple[int, str]] = {
         "ISSUER_ALLOWED_AUDIENCES), or leave it empty for the issuer's default",
     ),
     "request_too_large": (ExitCode.CLAIM_REFUSED, "send a shorter audience"),
+    "relay_contested": (ExitCode.RUN_REJECTED, CONTESTED_FIX),
     "run_rejected": (
         ExitCode.RUN_REJECTED,
         "the issuer vouches only for public `pull_request` runs that are still in progress: "
@@ -44,13 +59,14 @@ _FIXES: dict[str, tuple[int, str]] = {
     ),
     "claim_expired": (
         ExitCode.CLAIM_SPENT,
-        "exchange sooner after the claim (the issuer's ISSUER_CLAIM_TTL), e.g. make the "
-        "exchanging job `needs:` the claim job directly",
+        "exchange sooner after the claim (the issuer's ISSUER_CLAIM_TTL): put the exchange "
+        "step right after the claim step, or start the relay job together with the "
+        "exchanging job; then re-run the workflow",
     ),
     "claim_not_found": (
         ExitCode.CLAIM_SPENT,
         "pass the `claim` output of the claim step unchanged "
-        "(`needs.<claim job>.outputs.claim`), to the issuer that made it",
+        "(`steps.<claim step id>.outputs.claim`, in the same job), to the issuer that made it",
     ),
 }
 
@@ -64,6 +80,8 @@ def refusal(stage: str, status: int, error: str, description: str) -> Refusal:
             "check that `issuer-url` is this issuer's URL and that the issuer is up to date",
         ),
     )
+    if error == "run_rejected" and _CONTESTED.search(description):
+        fix = CONTESTED_FIX
     cause = description or f"it answered HTTP {status}"
     label = f" ({error})" if error else ""
     return Refusal(f"the issuer refused the {stage}{label}: {cause}. Fix: {fix}", exit_code)
@@ -76,17 +94,57 @@ def unreachable(problem: str, tries: int, waited: float) -> str:
     )
 
 
-def timed_out(timeout: float, last: str) -> str:
+def timed_out(timeout: float, last: str, relay: str | None = None) -> str:
     said = f" The issuer last said: {last}." if last else ""
+    if relay is not None:
+        fix = (
+            f"run a parallel job (no `needs:` between the two) with mode `relay` and "
+            f"`relay-slot: {relay}` (`issuer token relay --slot {relay}`) against the same "
+            "issuer, and let it complete; or raise `timeout`"
+        )
+    else:
+        fix = (
+            f"use {RELAY_PATTERN}; or rely on the ::notice:: annotation of an earlier step "
+            "of this job; or raise `timeout`"
+        )
     return (
         f"timed out after {timeout:.0f} s: the issuer has not seen the challenge line in this "
-        f"run.{said} Fix: print the line in a job that completes before this one (`needs:`), "
-        "or rely on the ::notice:: annotation in an earlier step; or raise `timeout`"
+        f"run.{said} Fix: {fix}"
     )
 
 
-def progress(description: str, elapsed: float) -> str:
+def relay_timed_out(timeout: float, slot: str) -> str:
+    return (
+        f"timed out after {timeout:.0f} s: no claim on relay slot {slot!r} of this run "
+        f"attempt. Fix: in a parallel job of the same workflow, run mode `token` with "
+        f"`relay-slot: {slot}` (`issuer token --relay {slot}`) against the same issuer; or "
+        "raise `timeout`"
+    )
+
+
+def relay_progress(slot: str, elapsed: float) -> str:
+    return (
+        f"waiting for the exchanging job to claim relay slot {slot!r} "
+        f"(`issuer token --relay {slot}`) ... {elapsed:.0f} s"
+    )
+
+
+def missing_claim() -> str:
+    return (
+        "no claim to exchange: the `claim` input (--claim, ISSUER_CLAIM) is empty or not a "
+        "claim. A claim step masks its `claim` output, and GitHub drops job outputs that hold "
+        "masked values, so a claim works only within its job. Fix: in the same job, pass "
+        "`${{ steps.<claim step id>.outputs.claim }}`; across jobs, use " + RELAY_PATTERN
+    )
+
+
+def progress(description: str, elapsed: float, relay: str | None = None) -> str:
     """One waiting line: what the issuer waits for, and for how long so far."""
+    done = (
+        "challenge printed"
+        if relay is None
+        else f"claimed relay slot {relay!r} (the relay job prints the challenge)"
+    )
     match = _STILL_RUNNING.search(description)
     if match:
         jobs = ", ".join(f"'{name.strip()}'" for name in match.group(1).split(",") if name)
@@ -98,4 +156,4 @@ def progress(description: str, elapsed: float) -> str:
         what = f"waiting for GitHub to serve it to the issuer ({description})"
     else:
         what = "waiting for GitHub to serve it to the issuer"
-    return f"challenge printed; {what} ... {elapsed:.0f} s"
+    return f"{done}; {what} ... {elapsed:.0f} s"

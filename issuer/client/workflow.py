@@ -2,6 +2,10 @@
 
 It runs inside a fork's pull-request job, where the log is public. So: the claim capability
 (the exchange URL) is never printed, and the token is masked before anything could print it.
+
+In the relay pattern the exchanging job claims a relay slot and never prints its challenge;
+a parallel job fetches the slot's challenge line (:meth:`WorkflowClient.relay`), prints it
+and completes.
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ import httpx
 from issuer.client import messages
 from issuer.client.codes import ClientError, ExitCode
 
-__all__ = ["ClientError", "ExitCode", "RunIdentity", "WorkflowClient", "mask_line", "write_output"]
+__all__ = [
+    "SLOT",
+    "ClientError",
+    "ExitCode",
+    "RunIdentity",
+    "WorkflowClient",
+    "mask_line",
+    "write_output",
+]
 
 USER_AGENT = "fork-oidc-issuer-client/0.1"
 LONG_POLL = 10  # seconds per long poll: also how often the step says how long it waited
@@ -27,6 +39,8 @@ LONG_POLL = 10  # seconds per long poll: also how often the step says how long i
 # A challenge line must be one notice command and nothing else: a hostile or broken issuer
 # must not make this step run other workflow commands (set outputs, masks, env).
 _CHALLENGE_LINE = re.compile(r"^::notice::fork-oidc-challenge [A-Za-z0-9_-]{22,128}$")
+SLOT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_DIGITS = re.compile(r"^[1-9][0-9]{0,18}$")
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,24 @@ class RunIdentity:
             env.get("GITHUB_RUN_ATTEMPT") or None,
             env["GITHUB_EVENT_NAME"],
         )
+
+    def relay_path(self, slot: str) -> str:
+        """The path of the slot's ``GET /relay``; raises ClientError for a malformed run."""
+        owner, _, repo = self.repository.partition("/")
+        attempt = self.run_attempt or ""
+        names = re.compile(r"[A-Za-z0-9._-]+")
+        if not names.fullmatch(owner) or not names.fullmatch(repo) or repo in (".", ".."):
+            raise ClientError(
+                "GITHUB_REPOSITORY is not OWNER/REPO: run this inside a GitHub Actions job",
+                ExitCode.USAGE,
+            )
+        if not _DIGITS.match(self.run_id) or not _DIGITS.match(attempt):
+            raise ClientError(
+                "GITHUB_RUN_ID and GITHUB_RUN_ATTEMPT must be set, in digits, for the relay: "
+                "run this inside a GitHub Actions job",
+                ExitCode.USAGE,
+            )
+        return f"/relay/{owner}/{repo}/runs/{self.run_id}/attempts/{attempt}/{slot}"
 
 
 @dataclass(frozen=True)
@@ -100,7 +132,15 @@ class WorkflowClient:
         self._sleep = sleep
         self._clock = clock
 
-    def claim(self, run: RunIdentity, audience: str | None, timeout: float = 60) -> Claim:
+    def claim(
+        self,
+        run: RunIdentity,
+        audience: str | None,
+        timeout: float = 60,
+        *,
+        relay: str | None = None,
+    ) -> Claim:
+        """Make the claim; with ``relay``, on that relay slot (another job prints its line)."""
         body: dict[str, Any] = {
             "repository": run.repository,
             "run_id": run.run_id,
@@ -110,6 +150,14 @@ class WorkflowClient:
             body["run_attempt"] = run.run_attempt
         if audience:
             body["audience"] = audience
+        if relay is not None:
+            if not run.run_attempt:
+                raise ClientError(
+                    "GITHUB_RUN_ATTEMPT not set, and a relay slot is one attempt's: run this "
+                    "inside a GitHub Actions job",
+                    ExitCode.USAGE,
+                )
+            body["relay"] = relay
         response = self._post_retrying(f"{self.issuer_url}/claim", json=body, timeout=timeout)
         if response.status_code != 201:
             raise _refused("claim", response)
@@ -143,15 +191,40 @@ class WorkflowClient:
             )
         return claim
 
-    def exchange(self, exchange_url: str, timeout: float) -> str:
-        """Poll until the issuer hands out the token; progress is said, the URL never."""
+    def relay(self, run: RunIdentity, slot: str, timeout: float) -> str:
+        """The challenge line of the claim on relay slot ``slot`` of this run's attempt, once
+        the exchanging job made it (long polls meanwhile). Refusals raise ClientError."""
+        url = self.issuer_url + run.relay_path(slot)
+        started = self._clock()
+        deadline = started + timeout
+        while True:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise ClientError(messages.relay_timed_out(timeout, slot), ExitCode.TIMED_OUT)
+            wait = int(min(LONG_POLL, max(remaining - 1, 0)))
+            asked = self._clock()
+            response = self._request_retrying(
+                "GET", url, params={"wait": str(wait)}, timeout=remaining
+            )
+            if response.status_code == 200:
+                return _relayed_line(response)
+            if response.status_code != 202:
+                raise _refused("relay", response)
+            self._say(messages.relay_progress(slot, self._clock() - started))
+            if self._clock() - asked < 1:
+                pause = min(_retry_after(response, 2), max(deadline - self._clock(), 0))
+                self._sleep(pause)
+
+    def exchange(self, exchange_url: str, timeout: float, *, relay: str | None = None) -> str:
+        """Poll until the issuer hands out the token; progress is said, the URL never.
+        ``relay``: the claim's relay slot, for what the waiting says."""
         started = self._clock()
         deadline = started + timeout
         last = ""
         while True:
             remaining = deadline - self._clock()
             if remaining <= 0:
-                raise ClientError(messages.timed_out(timeout, last), ExitCode.TIMED_OUT)
+                raise ClientError(messages.timed_out(timeout, last, relay), ExitCode.TIMED_OUT)
             wait = int(min(LONG_POLL, max(remaining - 1, 0)))
             asked = self._clock()
             response = self._post_retrying(
@@ -162,13 +235,18 @@ class WorkflowClient:
             if response.status_code != 202:
                 raise _refused("exchange", response)
             _, last = _error_of(response)
-            self._say(messages.progress(last, self._clock() - started))
+            self._say(messages.progress(last, self._clock() - started, relay))
             if self._clock() - asked < 1:
                 pause = min(_retry_after(response, 2), max(deadline - self._clock(), 0))
                 self._sleep(pause)
 
     def _post_retrying(self, url: str, *, timeout: float, **kwargs: Any) -> httpx.Response:
-        """POST, retrying 5xx, 429 and network errors with backoff and ``Retry-After``."""
+        return self._request_retrying("POST", url, timeout=timeout, **kwargs)
+
+    def _request_retrying(
+        self, method: str, url: str, *, timeout: float, **kwargs: Any
+    ) -> httpx.Response:
+        """Send, retrying 5xx, 429 and network errors with backoff and ``Retry-After``."""
         started = self._clock()
         deadline = started + timeout
         delay = 1.0
@@ -176,7 +254,7 @@ class WorkflowClient:
         while True:
             tries += 1
             try:
-                response = self._http.post(url, **kwargs)
+                response = self._http.request(method, url, **kwargs)
                 if response.status_code < 500 and response.status_code != 429:
                     return response
                 error, description = _error_of(response)
@@ -202,6 +280,22 @@ def _refused(stage: str, response: httpx.Response) -> ClientError:
     error, description = _error_of(response)
     found = messages.refusal(stage, response.status_code, error, description)
     return ClientError(found.message, found.exit_code)
+
+
+def _relayed_line(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        line, code = str(body["challenge_line"]), str(body["challenge_code"])
+    except (ValueError, KeyError, TypeError):
+        line, code = "", ""
+    # Only a challenge line of the exact shape is ever printed: see _CHALLENGE_LINE.
+    if not _CHALLENGE_LINE.match(line) or not line.endswith(f" {code}"):
+        raise ClientError(
+            "the issuer's answer to the relay was malformed; nothing was printed. Fix: check "
+            "that `issuer-url` points at a fork OIDC issuer that has the relay",
+            ExitCode.UNAVAILABLE,
+        )
+    return line
 
 
 def _token_of(response: httpx.Response) -> str:

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
@@ -49,6 +50,11 @@ def _ms(ttl: float) -> int:
     return max(1, math.ceil(ttl * 1000))
 
 
+POOL_CONNECTIONS = 64
+POOL_WAIT_SECONDS = 10
+WIDE_POOL_CONNECTIONS = 1024
+
+
 class StoreUnavailable(Exception):
     """Redis could not be reached or answered with an error."""
 
@@ -61,7 +67,10 @@ def connect(url: str) -> Any:
     """
     scheme = urlsplit(url).scheme
     if scheme in ("redis+cluster", "rediss+cluster"):
-        return RedisCluster.from_url(url.replace("+cluster", "", 1))
+        # Cluster pools are per node and cannot block: make them wide enough for bursts.
+        return RedisCluster.from_url(
+            url.replace("+cluster", "", 1), max_connections=WIDE_POOL_CONNECTIONS
+        )
     if scheme == "redis+sentinel":
         parts = urlsplit(url)
         hosts = []
@@ -70,8 +79,13 @@ def connect(url: str) -> Any:
             hosts.append((host, int(port or 26379)))
         master = parts.path.strip("/") or parse_qs(parts.query).get("master", ["mymaster"])[0]
         sentinel = Sentinel(hosts, password=parts.password)  # type: ignore[no-untyped-call]
-        return sentinel.master_for(master)
-    return aioredis.from_url(url)
+        return sentinel.master_for(master, max_connections=WIDE_POOL_CONNECTIONS)
+    # A burst of requests (a thousand long polls waking at once) waits for a connection
+    # instead of failing: redis-py's default pool refuses its 101st concurrent command.
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=POOL_CONNECTIONS, timeout=POOL_WAIT_SECONDS
+    )
+    return aioredis.Redis(connection_pool=pool)
 
 
 class RedisStore:

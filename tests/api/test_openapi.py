@@ -65,7 +65,11 @@ OPERATIONS = [
     (path, method.upper()) for path, item in document("issuer")["paths"].items() for method in item
 ]
 # Negative cases (data the document forbids) where there is input to get wrong.
-WITH_INPUT = {("/claim", "POST"), ("/exchange/{claim_id}", "POST")}
+WITH_INPUT = {
+    ("/claim", "POST"),
+    ("/exchange/{claim_id}", "POST"),
+    ("/relay/{owner}/{repo}/runs/{run_id}/attempts/{attempt}/{slot}", "GET"),
+}
 CASES = [(path, method, GenerationMode.POSITIVE) for path, method in OPERATIONS] + [
     (path, method, GenerationMode.NEGATIVE) for path, method in sorted(WITH_INPUT)
 ]

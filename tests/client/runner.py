@@ -6,6 +6,9 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,10 +77,28 @@ def run_step(
     )
 
 
+@contextmanager
+def step_in_background(
+    *args: str,
+    env: dict[str, str],
+    sim: GitHubSim | None = None,
+    job: SimJob | None = None,
+    timeout: float = 60,
+) -> Iterator[Future[Step]]:
+    """:func:`run_step` in a thread, as a job running alongside another one."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield pool.submit(run_step, *args, env=env, sim=sim, job=job, timeout=timeout)
+
+
 def assert_no_secret_leaks(step: Step, *, claim: str = "", token: str = "") -> None:
-    """The claim id never shows; the token shows only in the one mask line, before all else."""
+    """The claim id shows only in mask lines (which the runner consumes, never logs); the
+    token only in the one mask line, before all else."""
     if claim:
-        assert claim.rsplit("/", 1)[-1] not in step.text
+        claim_id = claim.rsplit("/", 1)[-1]
+        assert claim_id not in step.stderr
+        assert all(
+            line.startswith("::add-mask::") for line in step.stdout.splitlines() if claim_id in line
+        )
     if token:
         lines = step.stdout.splitlines()
         mask = lines.index(f"::add-mask::{token}")

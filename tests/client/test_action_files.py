@@ -6,12 +6,14 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yml"))
+ACTION = "fork-oidc/fork-oidc-issuer@v1"  # the placeholder every example says to change
 
 
 def _check(schema: str, *files: Path) -> subprocess.CompletedProcess[str]:
@@ -45,11 +47,24 @@ def test_no_script_has_an_inline_expression(path: Path) -> None:
 
 def test_the_action_declares_the_inputs_and_outputs_of_issue_6() -> None:
     action = yaml.safe_load((ROOT / "action.yml").read_text())
-    assert set(action["inputs"]) == {"issuer-url", "audience", "mode", "claim", "timeout"}
+    assert set(action["inputs"]) == {
+        "issuer-url",
+        "audience",
+        "mode",
+        "claim",
+        "relay-slot",
+        "timeout",
+    }
     assert action["inputs"]["issuer-url"]["required"] is True
     assert action["inputs"]["mode"]["default"] == "token"
     assert set(action["outputs"]) == {"token", "claim"}
     assert action["runs"]["using"] == "composite"
+
+
+def test_the_action_passes_the_relay_slot_and_accepts_the_relay_mode() -> None:
+    step = yaml.safe_load((ROOT / "action.yml").read_text())["runs"]["steps"][-1]
+    assert step["env"]["ISSUER_RELAY_SLOT"] == "${{ inputs.relay-slot }}"
+    assert "token | claim | exchange | relay) ;;" in step["run"]
 
 
 def test_examples_need_only_the_issuer_url_and_audience_set() -> None:
@@ -59,10 +74,44 @@ def test_examples_need_only_the_issuer_url_and_audience_set() -> None:
         assert list(workflow[True]) == ["pull_request"], path.name  # YAML 1.1: `on` is True
 
 
-def test_the_two_job_build_needs_the_claim_job_and_uses_its_output() -> None:
-    jobs = yaml.safe_load((ROOT / "examples" / "two-job.yml").read_text())["jobs"]
-    assert jobs["build"]["needs"] == "claim"
-    exchange = jobs["build"]["steps"][0]["with"]
-    assert exchange["mode"] == "exchange"
-    assert exchange["claim"] == "${{ needs.claim.outputs.claim }}"
-    assert "grant-type:token-exchange" in jobs["build"]["steps"][1]["run"]
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_each_example_says_in_one_comment_line_what_to_change(path: Path) -> None:
+    lines = [line for line in path.read_text().splitlines() if line.startswith("# Change only")]
+    assert len(lines) == 1
+    assert all(word in lines[0] for word in ("ISSUER_URL", "AUDIENCE", ACTION))
+    uses = set(re.findall(r"^\s+(?:- )?uses: (\S+)", path.read_text(), re.M))
+    assert uses == {ACTION}
+
+
+def _jobs(name: str) -> dict[str, Any]:
+    jobs: dict[str, Any] = yaml.safe_load((ROOT / "examples" / name).read_text())["jobs"]
+    return jobs
+
+
+def test_the_two_job_example_runs_relay_and_build_in_parallel() -> None:
+    jobs = _jobs("two-job.yml")
+    assert set(jobs) == {"relay", "build"}
+    assert "needs" not in jobs["relay"] and "needs" not in jobs["build"]
+
+
+def test_the_two_job_relay_job_relays_the_slot_the_build_job_claims() -> None:
+    jobs = _jobs("two-job.yml")
+    relay = jobs["relay"]["steps"][0]["with"]
+    build = jobs["build"]["steps"][0]["with"]
+    assert relay["mode"] == "relay"
+    assert build.get("mode", "token") == "token"
+    assert relay["relay-slot"] == build["relay-slot"] == "build"
+    assert "claim" not in build and "outputs" not in jobs["relay"]
+
+
+def test_the_two_job_build_trades_its_token_at_the_builder_service() -> None:
+    build = _jobs("two-job.yml")["build"]["steps"]
+    assert build[1]["env"]["OIDC_TOKEN"] == "${{ steps.oidc.outputs.token }}"
+    assert "grant-type:token-exchange" in build[1]["run"]
+
+
+def test_the_single_job_example_passes_the_claim_between_steps_of_one_job() -> None:
+    steps = _jobs("single-job.yml")["test"]["steps"]
+    assert steps[0]["with"]["mode"] == "claim"
+    assert steps[1]["with"]["mode"] == "exchange"
+    assert steps[1]["with"]["claim"] == "${{ steps.claim.outputs.claim }}"

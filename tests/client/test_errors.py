@@ -89,4 +89,4 @@ def test_a_line_never_seen_times_out_with_exit_6_and_the_fix(
     pr.job("build")
     step = run_step("--issuer", issuer_url, "--timeout", "2", env=runner_env(pr, tmp_path / "o"))
     assert step.returncode == 6
-    assert "timed out after 2 s" in step.stdout and "needs:" in step.stdout
+    assert "timed out after 2 s" in step.stdout and "use the relay pattern" in step.stdout

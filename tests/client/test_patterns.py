@@ -1,37 +1,18 @@
-"""Both workflow patterns, end to end: a live issuer, the GitHub simulator, the client."""
+"""The single-job pattern and its halves, end to end: a live issuer, the GitHub simulator,
+the client (the relay pattern is in test_relay.py)."""
 
 from __future__ import annotations
 
+import os
+import queue
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 from issuer.sim import GitHubSim
-from tests.client.runner import assert_no_secret_leaks, run_step, runner_env
+from tests.client.runner import assert_no_secret_leaks, read_outputs, run_step, runner_env
 from tests.e2e.harness import ForkRun
-
-
-def test_two_jobs_claim_then_exchange_after_the_claim_job_finished(
-    issuer_url: str, pr: ForkRun, sim: GitHubSim, tmp_path: Path
-) -> None:
-    claim_job = pr.job("claim")
-    sim.start_step(claim_job, "Claim", script="issuer token claim")
-    first = run_step(
-        "claim", "--issuer", issuer_url, env=runner_env(pr, tmp_path / "a"), sim=sim, job=claim_job
-    )
-    sim.finish_step(claim_job)
-    sim.finish_job(claim_job)
-    assert first.returncode == 0, first.text
-    claim = first.outputs["claim"]
-
-    build = pr.job("build")
-    sim.start_step(build, "Exchange", script="issuer token exchange")
-    env = runner_env(pr, tmp_path / "b", ISSUER_CLAIM=claim)
-    second = run_step("exchange", "--issuer", issuer_url, env=env, sim=sim, job=build)
-    assert second.returncode == 0, second.text
-    token = second.outputs["token"]
-    assert token.count(".") == 2
-    assert_no_secret_leaks(first, claim=claim)
-    assert_no_secret_leaks(second, claim=claim, token=token)
-    assert token not in sim.job_log(build)
 
 
 def test_one_job_claim_step_then_exchange_step_through_the_annotation(
@@ -44,6 +25,7 @@ def test_one_job_claim_step_then_exchange_step_through_the_annotation(
     first = run_step("claim", "--issuer", issuer_url, env=runner_env(pr, out), sim=sim, job=job)
     sim.finish_step(job)
     claim = first.outputs["claim"]
+    assert_no_secret_leaks(first, claim=claim)
     sim.start_step(job, "Exchange", script="issuer token exchange")
     env = runner_env(pr, out, ISSUER_CLAIM=claim)
     second = run_step("exchange", "--timeout", "20", env=env, sim=sim, job=job)
@@ -83,3 +65,64 @@ def test_waiting_says_which_job_it_waits_for_and_for_how_long(
     assert step.returncode == 6
     assert "waiting for job 'claim' to finish so GitHub serves its log" in step.stdout
     assert " ... 0 s" in step.stdout or " ... 1 s" in step.stdout
+
+
+def test_the_claim_step_masks_the_claim_before_writing_its_output(
+    issuer_url: str, pr: ForkRun, tmp_path: Path
+) -> None:
+    """$GITHUB_OUTPUT is a FIFO: the client blocks opening it until this test reads it, and
+    the test reads it only after the mask lines arrived. Writing first would block the
+    client before it printed them."""
+    fifo = tmp_path / "output"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "issuer.cli", "token", "claim", "--issuer", issuer_url],
+        env=runner_env(pr, fifo),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read_stdout() -> None:
+        for line in process.stdout or ():
+            lines.put(line.rstrip("\n"))
+
+    threading.Thread(target=read_stdout, daemon=True).start()
+    before: list[str] = []
+    try:
+        while sum(line.startswith("::add-mask::") for line in before) < 2:
+            before.append(lines.get(timeout=30))  # raises queue.Empty if the client blocks
+        written = fifo.read_text()
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    claim = written.splitlines()[1]
+    claim_id = claim.rsplit("/", 1)[-1]
+    assert process.returncode == 0
+    assert f"::add-mask::{claim}" in before and f"::add-mask::{claim_id}" in before
+
+
+def test_the_exchange_steps_header_shows_the_claim_masked(
+    issuer_url: str, pr: ForkRun, sim: GitHubSim, tmp_path: Path
+) -> None:
+    job = pr.job("test")
+    out = tmp_path / "out"
+    sim.start_step(job, "Claim")
+    run_step("claim", "--issuer", issuer_url, env=runner_env(pr, out), sim=sim, job=job)
+    claim = read_outputs(out)["claim"]
+    sim.start_step(job, "Exchange", script="issuer token exchange", env={"ISSUER_CLAIM": claim})
+    assert "  ISSUER_CLAIM: ***" in sim.job_log(job)
+    assert claim.rsplit("/", 1)[-1] not in sim.job_log(job)
+
+
+def test_an_exchange_without_a_claim_says_outputs_cannot_cross_jobs_and_names_the_relay(
+    pr: ForkRun, tmp_path: Path
+) -> None:
+    step = run_step("exchange", env=runner_env(pr, tmp_path / "o", ISSUER_CLAIM=""))
+    assert step.returncode == 2
+    assert "GitHub drops job outputs that hold masked values" in step.stdout
+    assert "use the relay pattern (examples/two-job.yml)" in step.stdout
