@@ -62,7 +62,12 @@ class Replicas:
     """``issuer serve`` processes on one Redis."""
 
     def __init__(
-        self, count: int, github_url: str, redis_url: str, logs: Path | None = None
+        self,
+        count: int,
+        github_url: str,
+        redis_url: str,
+        logs: Path | None = None,
+        concurrency: int = 16,
     ) -> None:
         kek = base64.b64encode(os.urandom(32)).decode()
         self.urls: list[str] = []
@@ -82,6 +87,7 @@ class Replicas:
                 "ISSUER_CLAIMS_PER_ADDRESS": "0",
                 "ISSUER_CLAIMS_PER_REPOSITORY": "0",
                 "ISSUER_CLAIMS_PER_RUN": "0",
+                "ISSUER_GITHUB_CONCURRENCY": str(concurrency),
             }
             output = open(logs / f"replica-{port}.log", "w") if logs else subprocess.DEVNULL
             self._processes.append(
@@ -329,10 +335,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--c-runs", type=int, default=100, help="runs of 10 jobs in c")
     parser.add_argument("--logs", type=Path, help="a directory for the replicas' logs")
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="ISSUER_GITHUB_CONCURRENCY of each replica"
+    )
     args = parser.parse_args()
     redis = RedisServer()
     sim = SimProcess(args.latency)
-    replicas = Replicas(args.replicas, sim.url, redis.url, args.logs)
+    replicas = Replicas(args.replicas, sim.url, redis.url, args.logs, args.concurrency)
     try:
         bench = Bench(sim, replicas, args.seed)
         bench.c_runs = args.c_runs
