@@ -116,6 +116,18 @@ class RunState:
         self._version = tagged(tag, "version")
         self._pull = tagged(tag, "pull")
 
+    @property
+    def version_key(self) -> str:
+        return self._version
+
+    @property
+    def lease_key(self) -> str:
+        return self._lease
+
+    @property
+    def wanted_key(self) -> str:
+        return self._wanted
+
     # -- claims waiting on the run ----------------------------------------------------------
 
     async def add_claim(self, code: str, expires_at: int) -> None:

@@ -28,7 +28,7 @@ from issuer.github.errors import GitHubError, GitHubRateLimited, GitHubUnavailab
 from issuer.github.facts import PullRequestFacts, RunFacts
 from issuer.metrics import LOOKS
 from issuer.runs import FAILURE_REJECTED, FAILURE_UNAVAILABLE, Failure, Memo, RunKey, RunState
-from issuer.store import Store
+from issuer.store import Store, tagged
 from issuer.tokens import identity_claims
 from issuer.watcher import Look, RunReader, RunRejected
 
@@ -95,6 +95,8 @@ class RunWatches:
         self._watching: dict[str, asyncio.Task[None]] = {}
         self._followers: dict[str, _Follower] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
+        self._wanted: dict[str, float] = {}  # of the runs watched here, as the ticker read it
+        self._ticker: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     def state(self, key: RunKey) -> RunState:
@@ -113,20 +115,21 @@ class RunWatches:
         """While an exchange waits on the run: the run is watched, and looked at now."""
         follower = self._followers.get(key.tag)
         if follower is None:
-            follower = _Follower(self, key)
+            follower = _Follower(key)
             self._followers[key.tag] = follower
         follower.waiters += 1
         try:
             await self.state(key).want()
             self._wake(key)
             await self._ensure_watched(key, first_look=0.0)
-            follower.start()
+            if follower.version is None:
+                follower.version = await self.state(key).version()
+            self._ensure_ticker()
             yield Waiter(follower)
         finally:
             follower.waiters -= 1
             if follower.waiters == 0:
                 self._followers.pop(key.tag, None)
-                await follower.stop()
 
     @property
     def stopping(self) -> bool:
@@ -137,7 +140,10 @@ class RunWatches:
         self._stopping.set()
         for follower in list(self._followers.values()):
             follower.changed()
-            await follower.stop()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
         for task in list(self._watching.values()):
             task.cancel()
         for task in list(self._watching.values()):
@@ -152,6 +158,49 @@ class RunWatches:
         if not await self.state(key).take_lease(self._holder, self.pacing.lease_ttl):
             return  # another replica watches it
         self._watching[key.tag] = asyncio.create_task(self._watch(key, first_look))
+        self._ensure_ticker()
+
+    def _ensure_ticker(self) -> None:
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        """One loop per process for every run followed or watched here: each tick reads all
+        their ``version``, ``lease`` and ``wanted`` keys in one round trip, wakes exchanges
+        whose run changed, takes over runs whose watcher is gone, and tells watch loops
+        that an exchange asked for a look."""
+        while self._followers or self._watching:
+            await asyncio.sleep(self.pacing.tick)
+            followed = list(self._followers.values())
+            watched = list(self._watching)
+            keys: list[str] = []
+            for follower in followed:
+                state = self.state(follower.key)
+                keys += [state.version_key, state.lease_key]
+            keys += [tagged(tag, "wanted") for tag in watched]
+            try:
+                values = await self._store.get_many(keys)
+            except Exception:  # a store hiccup: the next tick tries again
+                log.warning("reading the runs' state failed", exc_info=True)
+                continue
+            for index, follower in enumerate(followed):
+                version, lease = values[2 * index], values[2 * index + 1]
+                seen = int(version or 0)
+                if seen != follower.version:
+                    follower.version = seen
+                    follower.changed()
+                if lease is None and follower.key.tag not in self._watching:
+                    with contextlib.suppress(Exception):
+                        await self._ensure_watched(follower.key, first_look=0.0)
+            for tag, raw in zip(watched, values[2 * len(followed) :], strict=True):
+                if raw is None:
+                    continue
+                wanted = float(raw)
+                if wanted > self._wanted.get(tag, 0.0):
+                    self._wanted[tag] = wanted
+                    event = self._wakeups.get(tag)
+                    if event is not None:
+                        event.set()
 
     def _wake(self, key: RunKey) -> None:
         event = self._wakeups.get(key.tag)
@@ -182,12 +231,15 @@ class RunWatches:
             # Inside the try: a store error here too must end in the cleanup below, or the
             # run would stay marked as watched by this replica, and never be looked at again.
             memo = await state.memo()
+            first_wanted = await state.wanted_at()
+            if first_wanted is not None:
+                self._wanted[key.tag] = max(first_wanted, self._wanted.get(key.tag, 0.0))
             while True:
                 now = self._clock()
                 if lost.is_set():
                     log.warning("lost the lease of %s", key.describe())
                     return
-                wanted = await state.wanted_at()
+                wanted = self._wanted.get(key.tag)
                 waiting = wanted is not None and now - wanted < pace.waiting_window
                 asked = wanted is not None and wanted > last_look
                 if now >= next_look or (asked and now - last_look >= pace.min_gap):
@@ -220,6 +272,7 @@ class RunWatches:
         finally:
             heartbeat.cancel()
             self._watching.pop(key.tag, None)
+            self._wanted.pop(key.tag, None)
             self._wakeups.pop(key.tag, None)
             with contextlib.suppress(Exception):
                 await asyncio.shield(state.release_lease(self._holder))
@@ -329,26 +382,14 @@ class RunWatches:
 
 
 class _Follower:
-    """Per process and run: notices changes any replica makes, and keeps the run watched."""
+    """Per process and run: the exchanges waiting here, woken when the run changes."""
 
-    def __init__(self, watches: RunWatches, key: RunKey) -> None:
+    def __init__(self, key: RunKey) -> None:
+        self.key = key
         self.waiters = 0
+        self.version: int | None = None  # the run's version as last read
         self.generation = 0  # how many changes were noticed
         self._changed = asyncio.Event()  # set, and replaced, at each change
-        self._watches = watches
-        self._key = key
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._follow())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     def changed(self) -> None:
         self.generation += 1
@@ -361,25 +402,6 @@ class _Follower:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), max(seconds, 0.0))
         return self.generation
-
-    async def _follow(self) -> None:
-        watches = self._watches
-        state = watches.state(self._key)
-        # Never let this task die of a store outage: the exchange that stops it would get
-        # the error instead of the token it may already have taken (``used`` is set).
-        seen: int | None = None
-        with contextlib.suppress(Exception):
-            seen = await state.version()
-        while True:
-            await asyncio.sleep(watches.pacing.tick)
-            try:
-                version = await state.version()
-                if version != seen:
-                    seen = version
-                    self.changed()
-                await watches._ensure_watched(self._key, first_look=0.0)
-            except Exception:  # a store hiccup: the exchange's own reads will tell
-                log.warning("following %s failed", self._key.describe(), exc_info=True)
 
 
 class Waiter:

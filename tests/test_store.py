@@ -157,3 +157,9 @@ async def test_a_burst_of_more_commands_than_connections_waits_instead_of_failin
     await store.set("k", b"v")
     values = await asyncio.gather(*(store.get("k") for _ in range(500)))
     assert values == [b"v"] * 500
+
+
+async def test_get_many_reads_values_in_order_with_none_for_missing_keys(store: Store) -> None:
+    await store.set("a", b"1")
+    await store.set("c", b"3")
+    assert await store.get_many(["a", "b", "c"]) == [b"1", None, b"3"]

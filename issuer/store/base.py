@@ -18,6 +18,9 @@ class Store(Protocol):
     async def get(self, key: str) -> bytes | None:
         """The value, or None when absent or expired."""
 
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """The values of ``keys`` in one round trip, in order (not atomic across slots)."""
+
     async def set(
         self, key: str, value: bytes, *, ttl: float | None = None, only_if_absent: bool = False
     ) -> bool:

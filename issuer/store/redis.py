@@ -103,6 +103,18 @@ class RedisStore:
             raise StoreUnavailable(type(exc).__name__) from exc
         return None if value is None else bytes(value)
 
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        try:
+            if hasattr(self._redis, "mget_nonatomic"):  # a Cluster: keys span slots
+                values = await self._redis.mget_nonatomic(keys)
+            else:
+                values = await self._redis.mget(keys)
+        except RedisError as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+        return [None if value is None else bytes(value) for value in values]
+
     async def set(
         self, key: str, value: bytes, *, ttl: float | None = None, only_if_absent: bool = False
     ) -> bool:
