@@ -69,6 +69,8 @@ async def read_json(request: Request, limit: int = MAX_BODY) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ApiError(400, "invalid_request", "the body is not valid JSON") from None
+    except RecursionError:  # [[[[...]]]] within the size limit: the caller's mistake, not ours
+        raise ApiError(400, "invalid_request", "the body's JSON is nested too deeply") from None
 
 
 async def on_api_error(request: Request, exc: Exception) -> Response:
@@ -269,6 +271,9 @@ class RequestMetrics:
             HTTP_REQUESTS.labels(route, method, str(status)).inc()
 
 
+KEEP_ALIVE_SECONDS = 65
+
+
 def server_config(
     app: ASGIApp, *, host: str = "127.0.0.1", port: int = 8000, graceful_timeout: int = 35
 ) -> uvicorn.Config:
@@ -290,6 +295,10 @@ def server_config(
         h11_max_incomplete_event_size=MAX_HEAD,
         # Long polls answer at once on exit (DrainingServer); this bounds anything else.
         timeout_graceful_shutdown=graceful_timeout,
+        # Longer than clients keep idle connections (httpx: 5 s, uvicorn's own default): a
+        # server closing an idle connection as the client reuses it loses the request's
+        # answer, and an exchange's answer is its one token.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
 

@@ -24,7 +24,10 @@ from issuer.builder.relationships import (
     parse_relationship,
 )
 from issuer.builder.service import BuilderService
-from issuer.http import EXCEPTION_HANDLERS, AccessLog, BodyLimit, read_json
+from issuer.errors import ApiError
+from issuer.http import EXCEPTION_HANDLERS, AccessLog, BodyLimit, on_store_error, read_json
+from issuer.openapi import openapi_endpoint
+from issuer.store import StoreUnavailable
 
 ServiceFactory = Callable[[], Awaitable[BuilderService]]
 MAX_ADMIN_BODY = 256 * 1024
@@ -37,7 +40,9 @@ def _service(request: Request) -> BuilderService:
 
 
 async def on_refused(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, errors.Refused)
+    """Every error answer, a documented refusal or not (a body too large, say): RFC 6749
+    section 5.2 form, never stored."""
+    assert isinstance(exc, ApiError)
     headers = dict(NO_STORE)
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
@@ -47,6 +52,12 @@ async def on_refused(request: Request, exc: Exception) -> Response:
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     body = {"error": exc.code, "error_description": exc.description}
     return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+async def on_store_unavailable(request: Request, exc: Exception) -> Response:
+    response = await on_store_error(request, exc)
+    response.headers.update(NO_STORE)
+    return response
 
 
 async def token(request: Request) -> Response:
@@ -206,8 +217,13 @@ def create_app(start_service: ServiceFactory) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_endpoint("builder"), methods=["GET"]),
     ]
-    handlers = {errors.Refused: on_refused, **EXCEPTION_HANDLERS}
+    handlers = {
+        **EXCEPTION_HANDLERS,
+        ApiError: on_refused,
+        StoreUnavailable: on_store_unavailable,
+    }
     return Starlette(
         routes=routes,
         lifespan=lifespan,

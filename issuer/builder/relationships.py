@@ -246,6 +246,8 @@ def _whole(raw: Mapping[Any, Any], name: str, default: int, bounds: tuple[int, i
     value = raw.get(name)
     if value is None:
         return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON's 900.0 is the whole number 900 (as JSON Schema says)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidRelationship(f"{name} must be a whole number")
     low, high = bounds

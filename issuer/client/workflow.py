@@ -127,7 +127,11 @@ class WorkflowClient:
         self.issuer_url = issuer_url.rstrip("/")
         self._say = say
         self._http = http or httpx.Client(
-            timeout=httpx.Timeout(10.0, read=LONG_POLL + 15), headers={"User-Agent": USER_AGENT}
+            timeout=httpx.Timeout(10.0, read=LONG_POLL + 15),
+            headers={"User-Agent": USER_AGENT},
+            # Drop idle connections before any server would: one closed under a reused
+            # connection can lose an exchange's answer, and with it the claim's one token.
+            limits=httpx.Limits(keepalive_expiry=2.0),
         )
         self._sleep = sleep
         self._clock = clock
