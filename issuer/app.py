@@ -175,20 +175,32 @@ async def readiness(service: IssuerService) -> dict[str, bool]:
         "store": await service.store.ping(),
         "keyring": _keyring_usable(service),
     }
-    # GitHub credentials: their readiness (a usable token or App installation token) is
-    # added here as checks["github"].
     return checks
+
+
+async def github_usable(service: IssuerService) -> bool:
+    """Whether a GitHub credential could be used now. Reported, but not a reason to leave
+    the load balancer: every replica shares the budget, and claims, discovery and JWKS need
+    no GitHub request."""
+    try:
+        return await service.github.has_usable_credential()
+    except Exception:  # the store is down: readiness says so already
+        return False
 
 
 async def readyz(request: Request) -> Response:
     if request.app.state.shutting_down:
         body: dict[str, object] = {"status": "shutting_down"}
         return JSONResponse(body, status_code=503, headers={"Cache-Control": "no-store"})
-    checks = await readiness(_service(request))
+    service = _service(request)
+    checks = await readiness(service)
     failing = [name for name, ok in checks.items() if not ok]
-    body = {"status": "unavailable" if failing else "ok", **checks}
+    github = await github_usable(service)
+    body = {"status": "unavailable" if failing else "ok", **checks, "github": github}
     if failing:
         body["failing"] = failing
+    if not github:
+        body["degraded"] = ["github"]  # every credential rests: exchanges answer 503 for now
     return JSONResponse(
         body, status_code=503 if failing else 200, headers={"Cache-Control": "no-store"}
     )

@@ -166,6 +166,16 @@ class GitHubClient:
 
     # -- credentials and resting ------------------------------------------------------------
 
+    async def has_usable_credential(self) -> bool:
+        """Whether a request could go out now: some credential is not resting and has budget
+        above its reserve (as every replica sees it, through the store)."""
+        names = [c.name for c in self._credentials]
+        defaults = [c.default_limit for c in self._credentials]
+        standings = await self._budget.standings(names)
+        now = self._clock()
+        seen = [self._with_local_rest(s, now) for s in standings]
+        return choose(seen, defaults, self._reserve, now).index is not None
+
     async def _pick(self) -> tuple[Credential, Standing]:
         """The credential with most budget left that is not resting. When every one rests
         but one is free within a few seconds (a brand-new installation token), wait for it

@@ -20,9 +20,10 @@ from issuer.config import IssuerConfig
 from issuer.logs import JsonFormatter, RequestIdFilter
 from issuer.service import IssuerService
 from issuer.serving import BackgroundServer, bound_socket
+from issuer.sim import GitHubSim
 from issuer.store import MemoryStore, RedisStore
 from tests.api.conftest import NO_LIMITS, IssuerServer, serve_issuer
-from tests.e2e.harness import ForkRun, base_config
+from tests.e2e.harness import GITHUB_TOKEN, ForkRun, base_config, fork_run
 from tests.redis_server import RedisServer
 
 
@@ -215,7 +216,21 @@ def test_refused_claims_are_counted_by_reason(
 def test_readyz_names_no_failing_part_when_ready(http: httpx.Client, issuer_url: str) -> None:
     response = http.get(f"{issuer_url}/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "store": True, "keyring": True}
+    assert response.json() == {"status": "ok", "store": True, "keyring": True, "github": True}
+
+
+def test_readyz_reports_github_degraded_but_stays_ready_when_every_credential_rests(
+    http: httpx.Client, issuer_url: str, sim: GitHubSim
+) -> None:
+    pr = fork_run(sim)
+    sim.add_token(GITHUB_TOKEN, limit=1)  # the first look spends it, the second is refused
+    claim = http.post(f"{issuer_url}/claim", json=pr.claim_body(run_attempt=1)).json()
+    pr.job("claim")
+    assert http.post(f"{claim['exchange_url']}?wait=5", timeout=15).status_code == 503
+    response = http.get(f"{issuer_url}/readyz")
+    assert response.status_code == 200
+    assert response.json()["github"] is False
+    assert response.json()["degraded"] == ["github"]
 
 
 def test_readyz_is_a_503_naming_the_store_when_redis_is_down(
