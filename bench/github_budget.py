@@ -39,11 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.lean_http import Answer, LeanClient
+from bench.processes import SimProcess, wait_ready
 from tests.redis_server import RedisServer, free_port
 
 TOKENS = ("ghp_bench_one_" + "a" * 22, "ghp_bench_two_" + "b" * 22)
@@ -100,7 +99,7 @@ class Replicas:
             )
             self.urls.append(url)
         for url in self.urls:
-            _wait_ready(url)
+            wait_ready(url)
 
     def stop(self) -> None:
         for process in self._processes:
@@ -110,18 +109,6 @@ class Replicas:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
-
-
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not become ready")
 
 
 async def post(http: LeanClient, url: str, body: Any = None) -> Answer:
@@ -134,50 +121,6 @@ async def post(http: LeanClient, url: str, body: Any = None) -> Answer:
                 raise
             await asyncio.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
-
-
-class SimProcess:
-    """``issuer github-sim`` in its own process, driven through its control API, so that the
-    clients' event loop and GitHub's stand-in do not compete for one interpreter."""
-
-    def __init__(self, latency: float) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "issuer.cli", "github-sim", "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.put(f"{self.url}/_sim/settings", json={"latency": latency}, timeout=2)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        for token in TOKENS:
-            httpx.post(f"{self.url}/_sim/tokens", json={"token": token, "limit": HOURLY_LIMIT})
-
-    def counted(self) -> dict[str, int]:
-        return {
-            token[:13]: httpx.get(f"{self.url}/_sim/rate-limit", params={"token": token}).json()[
-                "counted"
-            ]
-            for token in TOKENS
-        }
-
-    def refusals(self) -> int:
-        entries = httpx.get(f"{self.url}/_sim/requests", timeout=30).json()
-        return sum(1 for entry in entries if entry["status"] in (403, 429))
-
-    def stop(self) -> None:
-        self._process.send_signal(signal.SIGINT)
-        try:
-            self._process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
 
 
 class Bench:
@@ -275,9 +218,13 @@ class Bench:
         await self.control(http, f"/runs/{run_id}/finish")
 
 
+def counted(sim: SimProcess) -> dict[str, int]:
+    return {token[:13]: sim.counted(token) for token in TOKENS}
+
+
 async def scenario(bench: Bench, name: str) -> dict[str, Any]:
     sim = bench.sim
-    before = sim.counted()
+    before = counted(sim)
     refused_before = sim.refusals()
     outcome = Outcome()
     started = time.monotonic()
@@ -298,7 +245,7 @@ async def scenario(bench: Bench, name: str) -> dict[str, Any]:
     finally:
         await http.aclose()
     elapsed = time.monotonic() - started
-    after = sim.counted()
+    after = counted(sim)
     spent = {name: after[name] - before[name] for name in after}
     total = sum(spent.values())
     tokens = len(outcome.latencies)
@@ -340,7 +287,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     redis = RedisServer()
-    sim = SimProcess(args.latency)
+    sim = SimProcess(args.latency, TOKENS, HOURLY_LIMIT)
     replicas = Replicas(args.replicas, sim.url, redis.url, args.logs, args.concurrency)
     try:
         bench = Bench(sim, replicas, args.seed)

@@ -58,6 +58,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.processes import SimProcess, stop, wait_ready
 from tests.redis_server import RedisServer, free_port
 
 TOKENS = ("ghp_load_one_" + "a" * 23, "ghp_load_two_" + "b" * 23)
@@ -99,28 +100,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def _wait_ready(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not become ready")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 class Replicas:
@@ -171,7 +150,7 @@ class Replicas:
             self.urls.append(url)
         try:
             for url in self.urls:
-                _wait_ready(url)
+                wait_ready(url)
         except BaseException:
             self.stop()
             raise
@@ -185,35 +164,7 @@ class Replicas:
 
     def stop(self) -> None:
         for process in self.processes:
-            _stop(process)
-
-
-class SimProcess:
-    """``issuer github-sim`` in its own process, so that it does not compete with the load
-    client for one interpreter; its credentials get a budget the soak cannot exhaust."""
-
-    def __init__(self, latency: float) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "issuer.cli", "github-sim", "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.put(f"{self.url}/_sim/settings", json={"latency": latency}, timeout=2)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        for token in TOKENS:
-            httpx.post(f"{self.url}/_sim/tokens", json={"token": token, "limit": 100_000_000})
-
-    def stop(self) -> None:
-        _stop(self.process)
+            stop(process)
 
 
 @dataclass
@@ -509,7 +460,7 @@ def main() -> None:
     sim: SimProcess | None = None
     replicas: Replicas | None = None
     try:
-        sim = SimProcess(args.latency)
+        sim = SimProcess(args.latency, TOKENS, 100_000_000)
         replicas = Replicas(args.replicas, sim.url, redis.url, trace_dir, args.logs)
         results = asyncio.run(bench(args, sim, replicas))
         if trace_dir is not None:

@@ -193,8 +193,9 @@ class RunState:
     async def memo(self) -> Memo:
         return Memo.decode(await self._store.get(self._memo))
 
-    async def save_memo(self, memo: Memo) -> None:
-        await self._store.set(self._memo, memo.encode(), ttl=self._ttl)
+    async def save_memo(self, encoded: bytes) -> None:
+        """Store ``Memo.encode()``'s answer."""
+        await self._store.set(self._memo, encoded, ttl=self._ttl)
 
     # -- who watches, and who waits ---------------------------------------------------------
 
@@ -216,7 +217,3 @@ class RunState:
     async def release_lease(self, holder: str) -> None:
         # The store has no compare-and-delete: an expiry of one millisecond does the same.
         await self._store.compare_and_set(self._lease, holder.encode(), b"-", ttl=0.001)
-
-    async def lease_holder(self) -> str | None:
-        raw = await self._store.get(self._lease)
-        return None if raw is None else raw.decode()

@@ -57,10 +57,14 @@ class Pacing:
 
 @dataclass
 class _RecentRun:
-    """The watch loop's last read of the run itself."""
+    """What the watch loop last read of the run itself, and last wrote of it: a look writes
+    only what changed."""
 
     run: RunFacts | None = None
     read_at: float = float("-inf")
+    memo: bytes | None = None
+    status: str | None = None
+    failure_stored: bool = True  # unknown when the loop starts: another holder may have failed
 
 
 @dataclass(frozen=True)
@@ -130,10 +134,6 @@ class RunWatches:
             follower.waiters -= 1
             if follower.waiters == 0:
                 self._followers.pop(key.tag, None)
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
 
     async def close(self) -> None:
         """Stop every loop here and hand leases back, so another replica takes over at once."""
@@ -307,30 +307,42 @@ class RunWatches:
                 recent.run, recent.read_at = look.run, now
         except RunRejected as exc:
             LOOKS.labels("rejected").inc()
+            recent.failure_stored = True
             await state.set_failure(Failure(FAILURE_REJECTED, str(exc), now, now))
             self._notify(key)
             return _Outcome((), found_new=False, rest=self.pacing.slowest_idle)
         except GitHubRateLimited as exc:  # GitHub said when: ask no sooner
             LOOKS.labels("rate_limited").inc()
+            recent.failure_stored = True
             return await self._unavailable(key, state, str(exc), float(exc.retry_after), now)
         except GitHubUnavailable as exc:  # an outage: look again soon, then less and less
             LOOKS.labels("unavailable").inc()
+            recent.failure_stored = True
             rest = min(float(exc.retry_after), 0.5 * 2.0**failures)
             return await self._unavailable(key, state, str(exc), rest, now)
         except GitHubError as exc:  # an answer we cannot use: not the workflow's fault
             LOOKS.labels("unavailable").inc()
+            recent.failure_stored = True
             log.warning("unusable GitHub answer for %s: %s", key.describe(), exc)
             return await self._unavailable(
                 key, state, str(exc), min(30.0, 0.5 * 2.0**failures), now
             )
         LOOKS.labels("ok").inc()
-        await state.clear_failure()
+        if recent.failure_stored:
+            await state.clear_failure()
+            recent.failure_stored = False
         new = {code: s for code, s in look.found.items() if code not in memo.sighted_codes}
         if new:
             await self._record(key, state, look, new)
             memo.sighted_codes.update(new)
-        await state.save_memo(memo)
-        await state.set_status(_waiting(look))
+        encoded = memo.encode()
+        if encoded != recent.memo:
+            await state.save_memo(encoded)
+            recent.memo = encoded
+        status = _waiting(look)
+        if status != recent.status:
+            await state.set_status(status)
+            recent.status = status
         if new:
             self._notify(key)
         fingerprint = tuple(

@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
-import httpx
-import pytest
 from starlette.applications import Starlette
 
 from issuer.abuse import AbuseConfig
@@ -20,10 +18,9 @@ from issuer.config import IssuerConfig
 from issuer.http import DrainingServer, server_config
 from issuer.service import IssuerService
 from issuer.serving import BackgroundServer, bound_socket
-from issuer.sim import GitHubSim, SimSettings
-from issuer.sim.serve import serve_sim
 from issuer.store import MemoryStore, Store
-from tests.e2e.harness import GITHUB_TOKEN, ForkRun, base_config, fork_run
+from tests.e2e.conftest import github, http, pr, sim  # noqa: F401  (the same fixtures)
+from tests.e2e.harness import base_config
 
 # Hypothesis (under schemathesis) caches what it learns in .hypothesis/: keep it out of the tree.
 os.environ.setdefault(
@@ -64,28 +61,3 @@ def serve_issuer(
     app = create_app(lambda: IssuerService.start(config, store=the_store), abuse=abuse)
     with IssuerServer(app, [sock]):
         yield url, config
-
-
-@pytest.fixture
-def sim() -> GitHubSim:
-    github = GitHubSim(SimSettings())
-    github.add_token(GITHUB_TOKEN)
-    return github
-
-
-@pytest.fixture
-def github(sim: GitHubSim) -> Iterator[BackgroundServer]:
-    server = serve_sim(sim)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def pr(sim: GitHubSim) -> ForkRun:
-    return fork_run(sim)
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=40) as client:
-        yield client
