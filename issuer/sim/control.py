@@ -18,6 +18,9 @@ from issuer.sim.simulator import GitHubSim
 
 T = TypeVar("T")
 Body = dict[str, Any]
+JobAction = Callable[[SimJob], None]  # a checked action of a job's route, ready to apply
+
+MAX_SCRIPT_ACTIONS = 50
 
 
 class _Refusal(Exception):
@@ -152,34 +155,79 @@ def control_routes(sim: GitHubSim) -> list[BaseRoute]:
         )
         return job_json(request, job, 201)
 
-    def start_job(request: Request, body: Body) -> Response:
-        job = job_of(request)
-        sim.start_job(job)
-        return job_json(request, job)
+    # What a job's routes do, as parsers: each checks an action's body (refusing bad input with
+    # 400) and answers the sim call to make, so a script can check all before applying any.
+    def start_action(body: Body) -> JobAction:
+        return sim.start_job
 
-    def start_step(request: Request, body: Body) -> Response:
-        job = job_of(request)
+    def step_action(body: Body) -> JobAction:
+        name = _required(body, "name", str)
+        script = _field(body, "script", str)
         env = _field(body, "env", dict)
         if env is not None and not all(isinstance(v, str) for v in env.values()):
             raise _Refusal(400, "env values must be strings")
-        sim.start_step(
-            job, _required(body, "name", str), script=_field(body, "script", str), env=env
-        )
-        return job_json(request, job)
+        return lambda job: sim.start_step(job, name, script=script, env=env)
 
-    def print_line(request: Request, body: Body) -> Response:
-        job = job_of(request)
-        sim.print_line(job, _required(body, "text", str), color=_field(body, "color", str))
-        return job_json(request, job)
+    def print_action(body: Body) -> JobAction:
+        text = _required(body, "text", str)
+        color = _field(body, "color", str)
+        return lambda job: sim.print_line(job, text, color=color)
 
-    def finish_step(request: Request, body: Body) -> Response:
-        job = job_of(request)
-        sim.finish_step(job, _field(body, "conclusion", str, "success") or "success")
-        return job_json(request, job)
+    def finish_step_action(body: Body) -> JobAction:
+        conclusion = _field(body, "conclusion", str, "success") or "success"
+        return lambda job: sim.finish_step(job, conclusion)
 
-    def finish_job(request: Request, body: Body) -> Response:
+    def finish_action(body: Body) -> JobAction:
+        conclusion = _field(body, "conclusion", str, "success") or "success"
+        return lambda job: sim.finish_job(job, conclusion)
+
+    job_actions: dict[str, Callable[[Body], JobAction]] = {
+        "start": start_action,
+        "step": step_action,
+        "print": print_action,
+        "finish-step": finish_step_action,
+        "finish": finish_action,
+    }
+
+    def job_route(parse: Callable[[Body], JobAction]) -> Callable[[Request, Body], Response]:
+        def work(request: Request, body: Body) -> Response:
+            job = job_of(request)
+            parse(body)(job)
+            return job_json(request, job)
+
+        return work
+
+    def script(request: Request, body: Body) -> Response:
+        """Several of the job's routes in one request: `{"actions": [{"do": "start"},
+        {"do": "step", "name": ..., "script": ..., "env": ...}, {"do": "print", "text": ...,
+        "color": ...}, {"do": "finish-step", "conclusion": ...}, {"do": "finish", ...}]}`, each
+        action taking the fields its single route takes, at most `MAX_SCRIPT_ACTIONS` of them.
+
+        Every action is checked before any is applied: a bad one is 400 naming its index, and
+        nothing changes. Then they are applied in order under the one acquisition of `sim.lock`
+        the request holds, so no other request sees the job between them. A state error from
+        the simulator (say, printing with no step in progress) is 409 like the single routes',
+        but the actions before it stay applied. Answers the job as the single routes do."""
         job = job_of(request)
-        sim.finish_job(job, _field(body, "conclusion", str, "success") or "success")
+        actions = _required(body, "actions", list)
+        if not actions:
+            raise _Refusal(400, "actions must not be empty")
+        if len(actions) > MAX_SCRIPT_ACTIONS:
+            raise _Refusal(400, f"actions must be at most {MAX_SCRIPT_ACTIONS}")
+        planned: list[JobAction] = []
+        for index, action in enumerate(actions):
+            try:
+                if not isinstance(action, dict):
+                    raise _Refusal(400, "must be a JSON object")
+                do = _required(action, "do", str)
+                parse = job_actions.get(do)
+                if parse is None:
+                    raise _Refusal(400, f"do must be one of {', '.join(job_actions)}")
+                planned.append(parse(action))
+            except _Refusal as exc:
+                raise _Refusal(400, f"actions[{index}]: {exc.message}") from exc
+        for apply in planned:
+            apply(job)
         return job_json(request, job)
 
     def job_log(request: Request, body: Body) -> Response:
@@ -258,11 +306,12 @@ def control_routes(sim: GitHubSim) -> list[BaseRoute]:
         ("/runs/{run_id:int}/jobs", add_job, ["POST"]),
         ("/runs/{run_id:int}/finish", finish_run, ["POST"]),
         ("/runs/{run_id:int}/rerun", rerun, ["POST"]),
-        ("/jobs/{job_id:int}/start", start_job, ["POST"]),
-        ("/jobs/{job_id:int}/steps", start_step, ["POST"]),
-        ("/jobs/{job_id:int}/print", print_line, ["POST"]),
-        ("/jobs/{job_id:int}/finish-step", finish_step, ["POST"]),
-        ("/jobs/{job_id:int}/finish", finish_job, ["POST"]),
+        ("/jobs/{job_id:int}/start", job_route(start_action), ["POST"]),
+        ("/jobs/{job_id:int}/steps", job_route(step_action), ["POST"]),
+        ("/jobs/{job_id:int}/print", job_route(print_action), ["POST"]),
+        ("/jobs/{job_id:int}/finish-step", job_route(finish_step_action), ["POST"]),
+        ("/jobs/{job_id:int}/finish", job_route(finish_action), ["POST"]),
+        ("/jobs/{job_id:int}/script", script, ["POST"]),
         ("/jobs/{job_id:int}/log", job_log, ["GET"]),
         ("/tokens", add_token, ["POST"]),
         ("/apps", add_app, ["POST"]),

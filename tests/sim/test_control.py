@@ -99,3 +99,125 @@ def test_a_malformed_body_is_400(control: httpx.Client) -> None:
 def test_a_web_session_can_be_added(control: httpx.Client, sim: GitHubSim) -> None:
     post(control, "/web-sessions", {"cookie": "control-session"})
     assert sim.has_web_session("control-session")
+
+
+@pytest.fixture
+def run_id(control: httpx.Client) -> int:
+    post(control, "/repos", {"full_name": "octo-org/octo-repo"})
+    return int(post(control, "/runs", {"repository": "octo-org/octo-repo"})["id"])
+
+
+def add_job(control: httpx.Client, run_id: int) -> int:
+    return int(post(control, f"/runs/{run_id}/jobs", {"name": "claim"})["id"])
+
+
+def script(control: httpx.Client, job_id: int, actions: Any) -> httpx.Response:
+    return control.post(f"/jobs/{job_id}/script", json={"actions": actions})
+
+
+def progress(job: dict[str, Any]) -> tuple[Any, ...]:
+    """What the actions change in a job's JSON, leaving out what differs from job to job."""
+    return job["status"], job["conclusion"], job["steps"], job["started_at"]
+
+
+def log_of(control: httpx.Client, job: dict[str, Any]) -> list[str]:
+    """The job's log lines, its runner's name (which differs from job to job) left out."""
+    log = control.get(f"/jobs/{job['id']}/log").text
+    return log_texts(log.replace(job["runner_name"], "<runner>"))
+
+
+def test_a_script_applies_its_actions_in_order_as_the_single_routes_would(
+    control: httpx.Client, run_id: int
+) -> None:
+    single, scripted = add_job(control, run_id), add_job(control, run_id)
+    step = {"name": "Claim", "script": "issuer token claim", "env": {"ISSUER": "x"}}
+    post(control, f"/jobs/{single}/start")
+    post(control, f"/jobs/{single}/steps", step)
+    post(control, f"/jobs/{single}/print", {"text": "::notice::challenge", "color": "green"})
+    post(control, f"/jobs/{single}/steps", {"name": "Exchange"})
+    last = post(control, f"/jobs/{single}/finish-step", {"conclusion": "failure"})
+    response = script(
+        control,
+        scripted,
+        [
+            {"do": "start"},
+            {"do": "step", **step},
+            {"do": "print", "text": "::notice::challenge", "color": "green"},
+            {"do": "step", "name": "Exchange"},
+            {"do": "finish-step", "conclusion": "failure"},
+        ],
+    )
+    assert response.status_code == 200, response.text
+    assert progress(response.json()) == progress(last)
+    assert log_of(control, response.json()) == log_of(control, last)
+
+
+def test_a_script_can_finish_the_job(control: httpx.Client, run_id: int) -> None:
+    job = add_job(control, run_id)
+    script(control, job, [{"do": "start"}, {"do": "step", "name": "Claim"}])
+    response = script(control, job, [{"do": "finish-step"}, {"do": "finish"}])
+    assert response.status_code == 200, response.text
+    assert (response.json()["status"], response.json()["conclusion"]) == ("completed", "success")
+
+
+def test_a_bad_action_anywhere_in_a_script_applies_nothing(
+    control: httpx.Client, sim: GitHubSim, run_id: int
+) -> None:
+    job = add_job(control, run_id)
+    response = script(
+        control,
+        job,
+        [{"do": "start"}, {"do": "step", "name": "Claim"}, {"do": "print", "color": "red"}],
+    )
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "actions[2]: text is required"},
+    )
+    simjob = sim.job(job)
+    assert simjob is not None
+    assert (simjob.status, simjob.steps) == ("queued", [])
+
+
+def test_an_unknown_action_in_a_script_is_400(control: httpx.Client, run_id: int) -> None:
+    response = script(control, add_job(control, run_id), [{"do": "start"}, {"do": "dance"}])
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("actions[1]: do must be one of start, step")
+
+
+def test_an_action_that_is_not_an_object_is_400(control: httpx.Client, run_id: int) -> None:
+    response = script(control, add_job(control, run_id), ["start"])
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "actions[0]: must be a JSON object"},
+    )
+
+
+@pytest.mark.parametrize("actions", [[], {"do": "start"}, "start", None])
+def test_a_script_whose_actions_are_empty_or_not_a_list_is_400(
+    control: httpx.Client, run_id: int, actions: Any
+) -> None:
+    assert script(control, add_job(control, run_id), actions).status_code == 400
+
+
+def test_a_script_of_more_than_50_actions_is_400(
+    control: httpx.Client, sim: GitHubSim, run_id: int
+) -> None:
+    job = add_job(control, run_id)
+    actions = [{"do": "start"}, {"do": "step", "name": "Claim"}]
+    actions += [{"do": "print", "text": f"line {i}"} for i in range(48)]
+    refused = script(control, job, [*actions, {"do": "print", "text": "one too many"}])
+    assert refused.status_code == 400
+    assert script(control, job, actions).status_code == 200
+
+
+def test_a_sim_state_error_in_a_script_is_409_and_the_actions_before_it_stay_applied(
+    control: httpx.Client, run_id: int
+) -> None:
+    job = add_job(control, run_id)
+    response = script(control, job, [{"do": "start"}, {"do": "print", "text": "no step yet"}])
+    assert response.status_code == 409
+    assert control.post(f"/jobs/{job}/start").status_code == 409  # already started
+
+
+def test_a_script_for_an_unknown_job_is_404(control: httpx.Client) -> None:
+    assert script(control, 1, [{"do": "start"}]).status_code == 404
