@@ -35,8 +35,8 @@ from issuer.errors import ApiError, invalid_request
 from issuer.keys import SigningKey
 from issuer.metrics import CLAIMS, TOKENS
 from issuer.relay import SLOT, SLOT_RULE, RelaySlots, SlotKey, Verdict, contested_description
-from issuer.runs import FAILURE_REJECTED, FAILURE_UNAVAILABLE, Failure, RunKey, RunState
-from issuer.store import Store, tagged
+from issuer.runs import FAILURE_REJECTED, FAILURE_UNAVAILABLE, Failure, RunKey, RunState, RunView
+from issuer.store import Get, Store, tagged
 from issuer.tokens import sign, with_lifetime
 from issuer.watch import RunWatches
 
@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 RETENTION = 3600  # how long an expired or used claim is remembered, to answer 410
 MAX_WAIT = 30
 FIRST_LOOK_WAIT = 5
+# A waiting exchange is woken when its run changes; it also reads the store itself after this
+# long without a change (a missed wake, a relay slot contested, a claim spent elsewhere).
+UNPROMPTED_READ = 5.0
+FIRST_LOOK_STEP = 0.25
 TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
 
 _OWNER = r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}"
@@ -251,22 +255,20 @@ class ClaimService:
         deadline = self._clock() + min(max(wait, 0.0), MAX_WAIT)
         # Even an exchange that will not wait gets the verdict of the run's first look.
         first_look_by = self._clock() + FIRST_LOOK_WAIT
-        self._refuse_if_spent(record, await self._store.get(keys.used))
-        seen = await state.sighting(record.code)
-        if seen is not None:
-            return await self._issue(record, keys, seen)
-        await self._refuse_unless_relay_allows(record, keys)
-        if self._stopping.is_set():
-            return await self._pending(record, state)
-        asked_at = self._clock()
-        async with self._watches.waiting(key) as follower:
+        async with self._watches.waiting(key, record.code) as waiter:
+            used, view = await self._read(keys, state, record.code)
+            waiter.saw(view.version)
+            self._refuse_if_spent(record, used)
+            seen = view.sightings[record.code]
+            if seen is not None:
+                return await self._issue(record, keys, seen)
+            await self._refuse_unless_relay_allows(record, keys)
+            if self._stopping.is_set():
+                return await self._pending(record, state)
+            asked_at = self._clock()
+            await self._watches.ask(key)
             while True:
-                self._refuse_if_spent(record, await self._store.get(keys.used))
-                seen = await state.sighting(record.code)
-                if seen is not None:
-                    return await self._issue(record, keys, seen)
-                await self._refuse_unless_relay_allows(record, keys)
-                failure = await state.failure()
+                failure = view.failure
                 if failure is not None and failure.at < asked_at:
                     failure = None  # from a look older than this exchange: wait for a fresh one
                 if failure is not None and failure.kind == FAILURE_REJECTED:
@@ -276,14 +278,30 @@ class ClaimService:
                 remaining = min(deadline, record.expires_at) - now
                 if self._stopping.is_set():
                     break
+                longest = UNPROMPTED_READ
                 if remaining <= 0:
                     if now >= first_look_by or await self._looked(state, failure):
                         break
-                    remaining = first_look_by - now
+                    # A look that finds nothing changes no version: ask again soon.
+                    remaining, longest = first_look_by - now, FIRST_LOOK_STEP
                 if failure is not None and failure.until - now > remaining:
                     break  # GitHub rests longer than this exchange may wait
-                await follower.wait(min(remaining, 1.0))
+                woken = await waiter.wait(min(remaining, longest))
+                if woken is None:
+                    used, view = await self._read(keys, state, record.code)
+                else:
+                    used, view = None, woken  # spent: the write of `used` tells at _issue
+                self._refuse_if_spent(record, used)
+                seen = view.sightings[record.code]
+                if seen is not None:
+                    return await self._issue(record, keys, seen)
+                await self._refuse_unless_relay_allows(record, keys)
         return await self._pending(record, state)
+
+    async def _read(self, keys: _Keys, state: RunState, code: str) -> tuple[bytes | None, RunView]:
+        """Whether the claim was used, and its run's view, in one round trip."""
+        values = await self._store.read_many([Get(keys.used), *state.view_reads([code])])
+        return values[0], RunState.view_of([code], values[1:])
 
     @staticmethod
     async def _looked(state: RunState, failure: Failure | None) -> bool:

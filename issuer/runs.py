@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from issuer.store import Store, tagged
+from issuer.store import Get, HashGet, Store, tagged
 
 FAILURE_REJECTED = "rejected"
 FAILURE_UNAVAILABLE = "unavailable"
@@ -54,6 +54,17 @@ class Failure:
     @classmethod
     def decode(cls, raw: bytes) -> Failure:
         return cls(**json.loads(raw))
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What a waiting exchange needs of its run, read in one round trip: the run's version
+    (read first, so the rest is at least that new), its failure if any, and the sightings of
+    the codes asked for (a code not asked for is not a key of ``sightings``)."""
+
+    version: int
+    failure: Failure | None
+    sightings: dict[str, dict[str, Any] | None]
 
 
 @dataclass
@@ -154,6 +165,30 @@ class RunState:
     async def sighting(self, code: str) -> dict[str, Any] | None:
         raw = await self._store.hash_get(self._sightings, code)
         return None if raw is None else dict(json.loads(raw))
+
+    def view_reads(self, codes: Sequence[str]) -> list[Get | HashGet]:
+        """The reads of a :class:`RunView` of ``codes``, for :meth:`Store.read_many`."""
+        return [
+            Get(self._version),
+            Get(self._failure),
+            *(HashGet(self._sightings, code) for code in codes),
+        ]
+
+    @staticmethod
+    def view_of(codes: Sequence[str], values: Sequence[bytes | None]) -> RunView:
+        """The view from the answers to :meth:`view_reads`."""
+        version, failure, *sightings = values
+        return RunView(
+            int(version or 0),
+            None if failure is None else Failure.decode(failure),
+            {
+                code: None if raw is None else dict(json.loads(raw))
+                for code, raw in zip(codes, sightings, strict=True)
+            },
+        )
+
+    async def view(self, codes: Sequence[str]) -> RunView:
+        return self.view_of(codes, await self._store.read_many(self.view_reads(codes)))
 
     async def failure(self) -> Failure | None:
         raw = await self._store.get(self._failure)

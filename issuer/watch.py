@@ -27,8 +27,16 @@ from issuer.github.channels import Sighting
 from issuer.github.errors import GitHubError, GitHubRateLimited, GitHubUnavailable
 from issuer.github.facts import PullRequestFacts, RunFacts
 from issuer.metrics import LOOKS
-from issuer.runs import FAILURE_REJECTED, FAILURE_UNAVAILABLE, Failure, Memo, RunKey, RunState
-from issuer.store import Store, tagged
+from issuer.runs import (
+    FAILURE_REJECTED,
+    FAILURE_UNAVAILABLE,
+    Failure,
+    Memo,
+    RunKey,
+    RunState,
+    RunView,
+)
+from issuer.store import Get, HashGet, Store, tagged
 from issuer.tokens import identity_claims
 from issuer.watcher import Look, RunReader, RunRejected
 
@@ -101,6 +109,7 @@ class RunWatches:
         self._wakeups: dict[str, asyncio.Event] = {}
         self._wanted: dict[str, float] = {}  # of the runs watched here, as the ticker read it
         self._ticker: asyncio.Task[None] | None = None
+        self._refreshing: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
 
     def state(self, key: RunKey) -> RunState:
@@ -115,31 +124,34 @@ class RunWatches:
         await self._ensure_watched(key, first_look=self.pacing.first_look)
 
     @contextlib.asynccontextmanager
-    async def waiting(self, key: RunKey) -> AsyncIterator[Waiter]:
-        """While an exchange waits on the run: the run is watched, and looked at now."""
+    async def waiting(self, key: RunKey, code: str) -> AsyncIterator[Waiter]:
+        """While an exchange for ``code`` waits on the run: it is woken when the run changes,
+        with a view of the run read once for every exchange waiting here. Enter before the
+        exchange's own first read of the run, so that no change after it goes unnoticed."""
         follower = self._followers.get(key.tag)
         if follower is None:
             follower = _Follower(key)
             self._followers[key.tag] = follower
-        follower.waiters += 1
+        follower.add(code)
         try:
-            await self.state(key).want()
-            self._wake(key)
-            await self._ensure_watched(key, first_look=0.0)
-            if follower.version is None:
-                follower.version = await self.state(key).version()
-            self._ensure_ticker()
-            yield Waiter(follower)
+            yield Waiter(follower, code)
         finally:
-            follower.waiters -= 1
-            if follower.waiters == 0:
+            follower.remove(code)
+            if not follower.codes:
                 self._followers.pop(key.tag, None)
+
+    async def ask(self, key: RunKey) -> None:
+        """An exchange waits on the run now: make sure it is watched, and looked at now."""
+        await self.state(key).want()
+        self._wake(key)
+        await self._ensure_watched(key, first_look=0.0)
+        self._ensure_ticker()
 
     async def close(self) -> None:
         """Stop every loop here and hand leases back, so another replica takes over at once."""
         self._stopping.set()
         for follower in list(self._followers.values()):
-            follower.changed()
+            follower.changed(None)
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -183,12 +195,13 @@ class RunWatches:
             except Exception:  # a store hiccup: the next tick tries again
                 log.warning("reading the runs' state failed", exc_info=True)
                 continue
+            changed = []
             for index, follower in enumerate(followed):
                 version, lease = values[2 * index], values[2 * index + 1]
                 seen = int(version or 0)
                 if seen != follower.version:
                     follower.version = seen
-                    follower.changed()
+                    changed.append(follower)
                 if lease is None and follower.key.tag not in self._watching:
                     with contextlib.suppress(Exception):
                         await self._ensure_watched(follower.key, first_look=0.0)
@@ -201,6 +214,28 @@ class RunWatches:
                     event = self._wakeups.get(tag)
                     if event is not None:
                         event.set()
+            if changed:
+                await self._refresh(changed)
+
+    async def _refresh(self, followers: list[_Follower]) -> None:
+        """Read the view of every run in ``followers`` in one round trip, then wake their
+        exchanges with it. If the read fails they are woken without one, to read their own."""
+        reads: list[Get | HashGet] = []
+        asked: list[tuple[_Follower, list[str], int]] = []
+        for follower in followers:
+            codes = sorted(follower.codes)
+            asked.append((follower, codes, len(reads)))
+            reads += self.state(follower.key).view_reads(codes)
+        try:
+            values = await self._store.read_many(reads)
+        except Exception:
+            log.warning("reading the runs' changes failed", exc_info=True)
+            for follower in followers:
+                follower.changed(None)
+            return
+        for follower, codes, start in asked:
+            end = start + 2 + len(codes)
+            follower.changed(RunState.view_of(codes, values[start:end]))
 
     def _wake(self, key: RunKey) -> None:
         event = self._wakeups.get(key.tag)
@@ -208,9 +243,13 @@ class RunWatches:
             event.set()
 
     def _notify(self, key: RunKey) -> None:
+        """The watch loop here changed the run: wake this replica's exchanges now, not at
+        the next tick."""
         follower = self._followers.get(key.tag)
         if follower is not None:
-            follower.changed()
+            task = asyncio.create_task(self._refresh([follower]))
+            self._refreshing.add(task)
+            task.add_done_callback(self._refreshing.discard)
 
     # -- the watch loop -------------------------------------------------------------------------
 
@@ -394,16 +433,31 @@ class RunWatches:
 
 
 class _Follower:
-    """Per process and run: the exchanges waiting here, woken when the run changes."""
+    """Per process and run: the exchanges waiting here, woken when the run changes with one
+    view of the run read for all of them."""
 
     def __init__(self, key: RunKey) -> None:
         self.key = key
-        self.waiters = 0
+        self.codes: dict[str, int] = {}  # code → exchanges waiting for it here
         self.version: int | None = None  # the run's version as last read
         self.generation = 0  # how many changes were noticed
+        self.view: RunView | None = None  # read after the latest change; None: read your own
         self._changed = asyncio.Event()  # set, and replaced, at each change
 
-    def changed(self) -> None:
+    def add(self, code: str) -> None:
+        self.codes[code] = self.codes.get(code, 0) + 1
+
+    def remove(self, code: str) -> None:
+        left = self.codes.get(code, 0) - 1
+        if left > 0:
+            self.codes[code] = left
+        else:
+            self.codes.pop(code, None)
+
+    def changed(self, view: RunView | None) -> None:
+        if view is not None and self.view is not None and view.version < self.view.version:
+            return  # an older read that finished late: a newer view is already out
+        self.view = view
         self.generation += 1
         event, self._changed = self._changed, asyncio.Event()
         event.set()
@@ -420,13 +474,26 @@ class Waiter:
     """One exchange's view of its run's follower: it never misses a change made between
     reading the store and starting to wait, because it remembers the last one it saw."""
 
-    def __init__(self, follower: _Follower) -> None:
+    def __init__(self, follower: _Follower, code: str) -> None:
         self._follower = follower
+        self._code = code
         self._seen = follower.generation
 
-    async def wait(self, seconds: float) -> None:
-        """Until something changed on the run since the last wait, or ``seconds`` passed."""
-        self._seen = await self._follower.next_change(self._seen, seconds)
+    def saw(self, version: int) -> None:
+        """The exchange read the run at ``version``: the follower's first baseline."""
+        if self._follower.version is None:
+            self._follower.version = version
+
+    async def wait(self, seconds: float) -> RunView | None:
+        """Until something changed on the run since the last wait, or ``seconds`` passed.
+        After a change: the run's view if it holds this exchange's code; None otherwise
+        (time ran out, or no view came with the change): then read the store yourself."""
+        before = self._seen
+        self._seen = await self._follower.next_change(before, seconds)
+        view = self._follower.view
+        if self._seen == before or view is None or self._code not in view.sightings:
+            return None
+        return view
 
 
 def _waiting(look: Look) -> str:

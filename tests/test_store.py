@@ -1,6 +1,8 @@
 import asyncio
 
-from issuer.store import Store, tagged
+import pytest
+
+from issuer.store import Get, HashGet, RedisStore, Store, StoreUnavailable, tagged
 
 
 async def test_a_missing_key_reads_as_none(store: Store) -> None:
@@ -163,3 +165,24 @@ async def test_get_many_reads_values_in_order_with_none_for_missing_keys(store: 
     await store.set("a", b"1")
     await store.set("c", b"3")
     assert await store.get_many(["a", "b", "c"]) == [b"1", None, b"3"]
+
+
+async def test_read_many_reads_values_and_hash_fields_in_order(store: Store) -> None:
+    await store.set("plain", b"1")
+    await store.hash_set("h", "f", b"2")
+    reads = [Get("plain"), HashGet("h", "f"), HashGet("h", "missing"), Get("absent")]
+    assert await store.read_many(reads) == [b"1", b"2", None, None]
+
+
+async def test_read_many_of_nothing_is_empty(store: Store) -> None:
+    assert await store.read_many([]) == []
+
+
+async def test_a_redis_error_in_read_many_is_store_unavailable(redis_url: str) -> None:
+    store = RedisStore.from_url(redis_url)
+    try:
+        await store.hash_set("h", "f", b"1")
+        with pytest.raises(StoreUnavailable):
+            await store.read_many([Get("h")])  # WRONGTYPE: a hash read as a value
+    finally:
+        await store.close()

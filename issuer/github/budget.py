@@ -15,7 +15,6 @@ credential whose remaining budget is at or under its reserve rests until its win
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -127,12 +126,19 @@ class BudgetBoard:
         self._store = store
 
     async def standings(self, names: Sequence[str]) -> list[Standing]:
+        return (await self.read(names))[0]
+
+    async def read(
+        self, names: Sequence[str], also: Sequence[str] = ()
+    ) -> tuple[list[Standing], list[bytes | None]]:
+        """The credentials' standings, and the values of the keys ``also``, in one round trip
+        to the store (a request's ETag record travels with its credential's budget)."""
         keys = [p + n for n in names for p in (BUDGET_PREFIX, REST_PREFIX)]
-        values = await asyncio.gather(*(self._store.get(k) for k in keys))
+        values = await self._store.get_many([*keys, *also])
         result = []
         for i, name in enumerate(names):
             result.append(Standing(name, _budget(values[2 * i]), _rest(values[2 * i + 1])))
-        return result
+        return result, values[len(keys) :]
 
     async def note(self, before: Standing, seen: Budget | None, now: float) -> None:
         """Record GitHub's rate-limit headers when they changed what we knew."""

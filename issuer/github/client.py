@@ -96,6 +96,19 @@ def next_link(link_header: str | None) -> str | None:
     return None
 
 
+def _cached_record(raw: bytes | None) -> dict[str, Any] | None:
+    """A stored ``{"etag", "body", "next"}``, or None (absent, or not such a record)."""
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("etag"), str):
+        return None
+    return record
+
+
 def _message(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -148,8 +161,16 @@ class GitHubClient:
             "User-Agent": USER_AGENT,
             "X-GitHub-Api-Version": API_VERSION,
         }
+        # No more connections than requests at once: httpcore's pool does work for every
+        # connection it holds at every request, and closes idle ones beyond its keep-alive
+        # count only to open new ones at the next burst.
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._api = httpx.AsyncClient(
-            headers=headers, timeout=timeout, transport=transport, follow_redirects=False
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+            limits=limits,
         )
         # A separate client for log blobs: it has never seen a credential.
         self._blobs = httpx.AsyncClient(
@@ -176,19 +197,19 @@ class GitHubClient:
         seen = [self._with_local_rest(s, now) for s in standings]
         return choose(seen, defaults, self._reserve, now).index is not None
 
-    async def _pick(self) -> tuple[Credential, Standing]:
-        """The credential with most budget left that is not resting. When every one rests
-        but one is free within a few seconds (a brand-new installation token), wait for it
-        rather than fail the call."""
+    async def _pick(self, also: list[str]) -> tuple[Credential, Standing, list[bytes | None]]:
+        """The credential with most budget left that is not resting, and the values of the
+        keys ``also``, read with the standings. When every one rests but one is free within
+        a few seconds (a brand-new installation token), wait for it rather than fail."""
         names = [c.name for c in self._credentials]
         defaults = [c.default_limit for c in self._credentials]
         for _ in range(3):
             now = self._clock()
-            standings = await self._budget.standings(names)
+            standings, values = await self._budget.read(names, also)
             seen = [self._with_local_rest(s, now) for s in standings]
             choice = choose(seen, defaults, self._reserve, now)
             if choice.index is not None:
-                return self._credentials[choice.index], standings[choice.index]
+                return self._credentials[choice.index], standings[choice.index], values
             if choice.wait > SHORT_WAIT:
                 raise GitHubRateLimited(
                     "every GitHub credential is resting", retry_after=math.ceil(choice.wait)
@@ -269,10 +290,8 @@ class GitHubClient:
         """A GET of the REST API, conditional when we have seen it before."""
         url = self._url(path_or_url)
         cache_key = "gh:etag:" + hashlib.sha256(url.encode()).hexdigest()
-        cached_raw = await self._store.get(cache_key)
-        cached = json.loads(cached_raw) if cached_raw else None
+        response, cached = await self._send(url, cache_key=cache_key)
         etag = cached["etag"] if cached else None
-        response = await self._send(url, etag=etag)
         if etag is not None:
             GITHUB_CONDITIONAL.labels("hit" if response.status_code == 304 else "miss").inc()
         if response.status_code == 304 and cached is not None:
@@ -311,12 +330,20 @@ class GitHubClient:
         return _endpoint(urlsplit(url).path.removeprefix(self._api_parts.path))
 
     async def _send(
-        self, url: str, *, etag: str | None = None, redirects: bool = False
-    ) -> httpx.Response:
+        self, url: str, *, cache_key: str | None = None, redirects: bool = False
+    ) -> tuple[httpx.Response, dict[str, Any] | None]:
+        """The answer, and the record under ``cache_key`` (ETag, body, next page) if there
+        was one: the request was conditional on its ETag."""
         endpoint = self._endpoint(url)
         failures = 0
+        cached: dict[str, Any] | None = None
+        also = [cache_key] if cache_key else []
         for _ in range(2 * len(self._credentials) + RETRIES + 8):
-            credential, standing = await self._pick()
+            credential, standing, values = await self._pick(also)
+            if also:
+                cached = _cached_record(values[0])
+                also = []  # read once: a retry keeps the record
+            etag = cached["etag"] if cached else None
             try:
                 authorization = await credential.authorization(self._mint)
             except _MintRefused as refused:
@@ -351,7 +378,7 @@ class GitHubClient:
             credential.accepted()
             if status in (200, 304) or (redirects and status in (301, 302, 307)):
                 await self._budget.forgive(standing, now)
-                return response
+                return response, cached
             if status == 404:
                 raise GitHubNotFound(f"{endpoint}: not found")
             if status in (403, 429):
@@ -425,7 +452,7 @@ class GitHubClient:
         """The job's whole log, or None while GitHub does not serve it yet."""
         url = f"{self.api_url}/repos/{repository}/actions/jobs/{job_id}/logs"
         try:
-            response = await self._send(url, redirects=True)
+            response, _ = await self._send(url, redirects=True)
         except GitHubNotFound:
             return None  # running, or completed moments ago and still being finalised
         if response.status_code == 200:

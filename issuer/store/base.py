@@ -6,6 +6,8 @@ hash tag (``{...}``): callers build them with :func:`tagged`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -14,12 +16,31 @@ def tagged(tag: str, *parts: str) -> str:
     return ":".join(["{" + tag + "}", *parts])
 
 
+@dataclass(frozen=True)
+class Get:
+    """A read of a plain value, for :meth:`Store.read_many`."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class HashGet:
+    """A read of one field of a hash, for :meth:`Store.read_many`."""
+
+    key: str
+    field: str
+
+
 class Store(Protocol):
     async def get(self, key: str) -> bytes | None:
         """The value, or None when absent or expired."""
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         """The values of ``keys`` in one round trip, in order (not atomic across slots)."""
+
+    async def read_many(self, reads: Sequence[Get | HashGet]) -> list[bytes | None]:
+        """Values and hash fields in one round trip, in order (not atomic); None for what is
+        absent."""
 
     async def set(
         self, key: str, value: bytes, *, ttl: float | None = None, only_if_absent: bool = False

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+from issuer.store.base import Get, HashGet
 
 
 class MemoryStore:
@@ -38,6 +40,15 @@ class MemoryStore:
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         return [self._live(key) for key in keys]
+
+    async def read_many(self, reads: Sequence[Get | HashGet]) -> list[bytes | None]:
+        values: list[bytes | None] = []
+        for read in reads:
+            if isinstance(read, HashGet):
+                values.append(await self.hash_get(read.key, read.field))
+            else:
+                values.append(self._live(read.key))
+        return values
 
     async def set(
         self, key: str, value: bytes, *, ttl: float | None = None, only_if_absent: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -11,6 +12,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
+
+from issuer.store.base import Get, HashGet
 
 # KEYS[1]; ARGV: 1 if the key must be absent, the expected value, the new value, PX or "".
 _COMPARE_AND_SET = """
@@ -111,6 +114,22 @@ class RedisStore:
                 values = await self._redis.mget_nonatomic(keys)
             else:
                 values = await self._redis.mget(keys)
+        except RedisError as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+        return [None if value is None else bytes(value) for value in values]
+
+    async def read_many(self, reads: Sequence[Get | HashGet]) -> list[bytes | None]:
+        if not reads:
+            return []
+        try:
+            # Not a transaction: a Cluster pipeline sends each command to its slot's node.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for read in reads:
+                    if isinstance(read, HashGet):
+                        pipe.hget(read.key, read.field)
+                    else:
+                        pipe.get(read.key)
+                values = await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
         return [None if value is None else bytes(value) for value in values]
