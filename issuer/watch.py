@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 PullRequestFinder = Callable[[RunFacts], Awaitable[PullRequestFacts | None]]
 
 
+WATCHED_ELSEWHERE_KEPT = 4096  # runs remembered as watched by another replica, at most
+
+
 @dataclass(frozen=True)
 class Pacing:
     """How often a run is looked at. Conditional reads of an unchanged run cost no budget, so
@@ -110,6 +113,7 @@ class RunWatches:
         self._wanted: dict[str, float] = {}  # of the runs watched here, as the ticker read it
         self._ticker: asyncio.Task[None] | None = None
         self._refreshing: set[asyncio.Task[None]] = set()
+        self._watched_elsewhere: dict[str, float] = {}  # run → until when not to ask again
         self._stopping = asyncio.Event()
 
     def state(self, key: RunKey) -> RunState:
@@ -164,13 +168,28 @@ class RunWatches:
 
     # -- the lease ----------------------------------------------------------------------------
 
-    async def _ensure_watched(self, key: RunKey, *, first_look: float) -> None:
+    async def _ensure_watched(self, key: RunKey, *, first_look: float, force: bool = False) -> None:
+        """Watch the run here unless another replica does. Having just found it watched
+        elsewhere, do not ask the store again for a while (every claim and exchange asks),
+        unless ``force``: the ticker saw the lease lapse."""
         if self._stopping.is_set() or key.tag in self._watching:
             return
+        now = self._clock()
+        if not force and now < self._watched_elsewhere.get(key.tag, 0.0):
+            return
         if not await self.state(key).take_lease(self._holder, self.pacing.lease_ttl):
-            return  # another replica watches it
+            self._remember_watched_elsewhere(key.tag, now)
+            return
+        self._watched_elsewhere.pop(key.tag, None)
         self._watching[key.tag] = asyncio.create_task(self._watch(key, first_look))
         self._ensure_ticker()
+
+    def _remember_watched_elsewhere(self, tag: str, now: float) -> None:
+        if len(self._watched_elsewhere) >= WATCHED_ELSEWHERE_KEPT:
+            self._watched_elsewhere = {
+                t: until for t, until in self._watched_elsewhere.items() if until > now
+            }
+        self._watched_elsewhere[tag] = now + self.pacing.lease_renewal
 
     def _ensure_ticker(self) -> None:
         if self._ticker is None or self._ticker.done():
@@ -204,7 +223,7 @@ class RunWatches:
                     changed.append(follower)
                 if lease is None and follower.key.tag not in self._watching:
                     with contextlib.suppress(Exception):
-                        await self._ensure_watched(follower.key, first_look=0.0)
+                        await self._ensure_watched(follower.key, first_look=0.0, force=True)
             for tag, raw in zip(watched, values[2 * len(followed) :], strict=True):
                 if raw is None:
                     continue

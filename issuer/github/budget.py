@@ -3,7 +3,8 @@
 Per credential (by its non-secret name), two records:
 
 - ``gh:budget:{name}``: what GitHub last said, ``{"limit", "remaining", "reset"}``
-  (``x-ratelimit-*``); written by whichever replica saw the newest answer.
+  (``x-ratelimit-*``); written by the replicas as they hear it, each at most once a second
+  (:data:`NOTE_EVERY`) except at a new window and near the reserve, where every answer is.
 - ``gh:rest:{name}``: ``{"until", "strikes"}``, written only when a credential is set aside
   (rate limited, refused). ``strikes`` counts secondary limits in a row, for the
   exponential backoff; a later success clears it.
@@ -119,11 +120,19 @@ def choose(
     return Choice(None, soonest - now if soonest != math.inf else 60.0)
 
 
+# A replica writes what GitHub says of a budget at most this often, except near the reserve
+# and at a new window: the others pick on counts at most this old.
+NOTE_EVERY = 1.0
+NEAR_RESERVE = 10  # requests above twice the reserve, within which every answer is written
+
+
 class BudgetBoard:
     """Reads and writes the shared records."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, reserve: int = 0) -> None:
         self._store = store
+        self._reserve = reserve
+        self._written: dict[str, tuple[Budget, float]] = {}  # by this process: what, when
 
     async def standings(self, names: Sequence[str]) -> list[Standing]:
         return (await self.read(names))[0]
@@ -146,10 +155,23 @@ class BudgetBoard:
             return
         GITHUB_BUDGET_REMAINING.labels(before.name).set(seen.remaining or 0)
         GITHUB_BUDGET_LIMIT.labels(before.name).set(seen.limit or 0)
-        if seen == before.budget:
+        if seen == before.budget or not self._worth_writing(before.name, seen, now):
             return
         ttl = max(seen.reset - now, 0.0) + _KEEP
         await self._store.set(BUDGET_PREFIX + before.name, _dump(seen), ttl=ttl)
+        self._written[before.name] = (seen, now)
+
+    def _worth_writing(self, name: str, seen: Budget, now: float) -> bool:
+        """Whether the other replicas should hear of ``seen`` now: a busy replica learns a
+        new count at every answer, and writing each one would cost a store write each."""
+        written = self._written.get(name)
+        if written is None:
+            return True
+        last, at = written
+        if (seen.limit, seen.reset) != (last.limit, last.reset) or now - at >= NOTE_EVERY:
+            return True
+        limit = seen.limit or 0
+        return (seen.remaining or 0) <= 2 * reserve_for(limit, self._reserve) + NEAR_RESERVE
 
     async def rest(self, name: str, until: float, now: float, *, strikes: int = 0) -> None:
         record = Rest(until, strikes)

@@ -50,6 +50,7 @@ from issuer.github.errors import (
     GitHubUnavailable,
 )
 from issuer.github.metrics import GITHUB_CONDITIONAL, GITHUB_REQUESTS, GITHUB_RESTS
+from issuer.github.shards import ClientShards
 from issuer.store import Store
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class GitHubClient:
         if len(set(names)) != len(names):
             raise ValueError("the same GitHub credential is configured twice")
         self._credentials: list[Credential] = chosen or [AnonymousCredential()]
-        self._budget = BudgetBoard(store)
+        self._budget = BudgetBoard(store, reserve)
         self._reserve = reserve
         self._clock = clock
         self._sleep = sleep
@@ -161,16 +162,15 @@ class GitHubClient:
             "User-Agent": USER_AGENT,
             "X-GitHub-Api-Version": API_VERSION,
         }
-        # No more connections than requests at once: httpcore's pool does work for every
-        # connection it holds at every request, and closes idle ones beyond its keep-alive
-        # count only to open new ones at the next burst.
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self._api = httpx.AsyncClient(
-            headers=headers,
-            timeout=timeout,
-            transport=transport,
-            follow_redirects=False,
-            limits=limits,
+        self._api = ClientShards(
+            concurrency,
+            lambda limits: httpx.AsyncClient(
+                headers=headers,
+                timeout=timeout,
+                transport=transport,
+                follow_redirects=False,
+                limits=limits,
+            ),
         )
         # A separate client for log blobs: it has never seen a credential.
         self._blobs = httpx.AsyncClient(
@@ -243,8 +243,8 @@ class GitHubClient:
         endpoint = "/app/installations/{}/access_tokens"
         headers = {"Authorization": f"Bearer {app.jwt()}"}
         try:
-            async with self.limiter:
-                response = await self._api.post(url, headers=headers)
+            async with self.limiter, self._api.client() as api:
+                response = await api.post(url, headers=headers)
         except httpx.HTTPError as exc:
             GITHUB_REQUESTS.labels(endpoint, "error", app.name).inc()
             raise GitHubUnavailable(
@@ -355,8 +355,8 @@ class GitHubClient:
             if etag:
                 headers["If-None-Match"] = etag
             try:
-                async with self.limiter:
-                    response = await self._api.get(url, headers=headers)
+                async with self.limiter, self._api.client() as api:
+                    response = await api.get(url, headers=headers)
             except httpx.HTTPError as exc:
                 GITHUB_REQUESTS.labels(endpoint, "error", credential.name).inc()
                 failures += 1

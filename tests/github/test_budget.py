@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
-from issuer.github.budget import Budget, Rest, Standing, choose, reserve_for
+from issuer.github.budget import (
+    BUDGET_PREFIX,
+    NEAR_RESERVE,
+    NOTE_EVERY,
+    Budget,
+    BudgetBoard,
+    Rest,
+    Standing,
+    choose,
+    reserve_for,
+)
 from issuer.github.errors import GitHubRateLimited
 from issuer.github.metrics import GITHUB_BUDGET_REMAINING
 from issuer.sim import GitHubSim, SimRun
-from issuer.store import Store
+from issuer.store import MemoryStore, Store
 from tests.github.conftest import MakeClient
 from tests.github.support import UPSTREAM
 from tests.sim.support import FakeClock
@@ -123,3 +134,41 @@ def test_with_every_credential_resting_the_wait_is_until_the_first_is_free() -> 
     ]
     choice = choose(standings, [5000, 5000], 100, now)
     assert choice.index is None and math.isclose(choice.wait, 40)
+
+
+def _answer(remaining: int, reset: float = 5000.0, limit: int = 5000) -> Budget:
+    return Budget(limit, remaining, reset)
+
+
+async def _written(store: Store) -> Budget | None:
+    raw = await store.get(BUDGET_PREFIX + "token-x")
+    return None if raw is None else Budget(**json.loads(raw))
+
+
+async def test_a_replica_writes_a_credentials_budget_at_most_once_a_second() -> None:
+    store = MemoryStore()
+    board = BudgetBoard(store, reserve=100)
+    unknown = Standing("token-x", Budget(), Rest())
+    await board.note(unknown, _answer(4000), now=10.0)
+    await board.note(unknown, _answer(3999), now=10.5)
+    assert await _written(store) == _answer(4000)
+    await board.note(unknown, _answer(3998), now=10.0 + NOTE_EVERY)
+    assert await _written(store) == _answer(3998)
+
+
+async def test_every_answer_near_the_reserve_is_written() -> None:
+    store = MemoryStore()
+    board = BudgetBoard(store, reserve=100)
+    unknown = Standing("token-x", Budget(), Rest())
+    await board.note(unknown, _answer(300), now=10.0)
+    await board.note(unknown, _answer(2 * 100 + NEAR_RESERVE), now=10.1)
+    assert await _written(store) == _answer(2 * 100 + NEAR_RESERVE)
+
+
+async def test_an_answer_from_a_new_window_is_written_at_once() -> None:
+    store = MemoryStore()
+    board = BudgetBoard(store, reserve=100)
+    unknown = Standing("token-x", Budget(), Rest())
+    await board.note(unknown, _answer(300, reset=5000.0), now=10.0)
+    await board.note(unknown, _answer(4999, reset=8600.0), now=10.1)
+    assert await _written(store) == _answer(4999, reset=8600.0)
