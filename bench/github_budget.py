@@ -45,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.lean_http import Answer, LeanClient
-from bench.processes import SimProcess, wait_ready
+from bench.processes import SimProcess, cpu_seconds, wait_ready
 from tests.redis_server import RedisServer, free_port
 
 TOKENS = ("ghp_bench_one_" + "a" * 22, "ghp_bench_two_" + "b" * 22)
@@ -104,6 +104,10 @@ class Replicas:
         for url in self.urls:
             wait_ready(url)
 
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self._processes]
+
     def stop(self) -> None:
         for process in self._processes:
             process.send_signal(signal.SIGINT)
@@ -127,9 +131,12 @@ async def post(http: LeanClient, url: str, body: Any = None) -> Answer:
 
 
 class Bench:
-    def __init__(self, sim: SimProcess, replicas: Replicas, seed: int) -> None:
+    def __init__(
+        self, sim: SimProcess, replicas: Replicas, seed: int, redis_pid: int | None = None
+    ) -> None:
         self.sim = sim
         self.replicas = replicas
+        self.redis_pid = redis_pid
         self.random = random.Random(seed)
         self.c_runs = 100
         self._serial = 0
@@ -236,6 +243,7 @@ async def scenario(bench: Bench, name: str) -> dict[str, Any]:
     before = counted(sim)
     refused_before = sim.refusals()
     outcome = Outcome()
+    cpu_before = cpu_use(bench)
     started = time.monotonic()
     http = LeanClient()
     try:
@@ -254,6 +262,7 @@ async def scenario(bench: Bench, name: str) -> dict[str, Any]:
     finally:
         await http.aclose()
     elapsed = time.monotonic() - started
+    cpu_after = cpu_use(bench)
     after = counted(sim)
     spent = {name: after[name] - before[name] for name in after}
     total = sum(spent.values())
@@ -275,7 +284,19 @@ async def scenario(bench: Bench, name: str) -> dict[str, Any]:
         "time_to_token_p99_s": round(_percentile(latencies, 0.99), 3) if latencies else None,
         "time_to_token_max_s": round(latencies[-1], 3) if latencies else None,
         "elapsed_s": round(elapsed, 1),
+        # where the machine's CPU went: the replicas compete with GitHub's stand-in and the load
+        "cpu_s": {name: round(cpu_after[name] - cpu_before[name], 2) for name in cpu_after},
     }
+
+
+def cpu_use(bench: Bench) -> dict[str, float]:
+    """CPU seconds so far of each process on the machine's side of the benchmark."""
+    used = {f"replica{i + 1}": cpu_seconds(pid) for i, pid in enumerate(bench.replicas.pids)}
+    used["simulator"] = cpu_seconds(bench.sim.process.pid)
+    if bench.redis_pid is not None:
+        used["redis"] = cpu_seconds(bench.redis_pid)
+    used["load"] = time.process_time()
+    return used
 
 
 def _percentile(ordered: list[float], q: float) -> float:
@@ -299,7 +320,7 @@ def main() -> None:
     sim = SimProcess(args.latency, TOKENS, HOURLY_LIMIT)
     replicas = Replicas(args.replicas, sim.url, redis.url, args.logs, args.concurrency)
     try:
-        bench = Bench(sim, replicas, args.seed)
+        bench = Bench(sim, replicas, args.seed, redis.pid)
         bench.c_runs = args.c_runs
         names = ("a", "b", "c") if args.scenario == "all" else (args.scenario,)
         for name in names:

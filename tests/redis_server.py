@@ -42,6 +42,10 @@ class RedisServer:
         self._wait_ready()
 
     @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
