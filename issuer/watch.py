@@ -154,6 +154,8 @@ class RunWatches:
     async def close(self) -> None:
         """Stop every loop here and hand leases back, so another replica takes over at once."""
         self._stopping.set()
+        for task in list(self._refreshing):
+            task.cancel()
         for follower in list(self._followers.values()):
             follower.changed(None)
         if self._ticker is not None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import cast
+
+import pytest
 
 from issuer.runs import RunKey
 from issuer.store import MemoryStore
@@ -48,32 +51,33 @@ def _replica(store: MemoryStore, clock: Clock) -> RunWatches:
     )
 
 
-async def test_a_replica_that_found_a_run_watched_elsewhere_does_not_ask_again_at_once() -> None:
+@pytest.fixture
+async def replicas() -> AsyncIterator[tuple[LeaseCountingStore, Clock, RunWatches, RunWatches]]:
+    """A store, a clock, and two replicas on them: the first holds the run's lease."""
     store, clock = LeaseCountingStore(), Clock()
     holder, other = _replica(store, clock), _replica(store, clock)
-    expires = int(clock.now) + 600
-    try:
-        await holder.claimed(KEY, "code-a", expires)
-        attempts = store.lease_attempts
-        for code in ("code-b", "code-c", "code-d"):
-            await other.claimed(KEY, code, expires)
-        assert store.lease_attempts == attempts + 1
-    finally:
-        await holder.close()
-        await other.close()
+    await holder.claimed(KEY, "code-a", int(clock.now) + 600)
+    yield store, clock, holder, other
+    await holder.close()
+    await other.close()
 
 
-async def test_a_replica_asks_for_the_lease_again_after_a_renewal_period() -> None:
-    store, clock = LeaseCountingStore(), Clock()
-    holder, other = _replica(store, clock), _replica(store, clock)
-    expires = int(clock.now) + 600
-    try:
-        await holder.claimed(KEY, "code-a", expires)
-        await other.claimed(KEY, "code-b", expires)
-        attempts = store.lease_attempts
-        clock.now += other.pacing.lease_renewal
-        await other.claimed(KEY, "code-c", expires)
-        assert store.lease_attempts == attempts + 1
-    finally:
-        await holder.close()
-        await other.close()
+async def test_a_replica_that_found_a_run_watched_elsewhere_does_not_ask_again_at_once(
+    replicas: tuple[LeaseCountingStore, Clock, RunWatches, RunWatches],
+) -> None:
+    store, clock, _, other = replicas
+    attempts = store.lease_attempts
+    for code in ("code-b", "code-c", "code-d"):
+        await other.claimed(KEY, code, int(clock.now) + 600)
+    assert store.lease_attempts == attempts + 1
+
+
+async def test_a_replica_asks_for_the_lease_again_after_a_renewal_period(
+    replicas: tuple[LeaseCountingStore, Clock, RunWatches, RunWatches],
+) -> None:
+    store, clock, _, other = replicas
+    await other.claimed(KEY, "code-b", int(clock.now) + 600)
+    attempts = store.lease_attempts
+    clock.now += other.pacing.lease_renewal
+    await other.claimed(KEY, "code-c", int(clock.now) + 600)
+    assert store.lease_attempts == attempts + 1
