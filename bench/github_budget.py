@@ -29,13 +29,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
-import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,8 +41,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.lean_http import Answer, LeanClient
-from bench.processes import SimProcess, cpu_seconds, wait_ready
-from tests.redis_server import RedisServer, free_port
+from bench.processes import Replicas, SimProcess, cpu_seconds
+from tests.redis_server import RedisServer
 
 TOKENS = ("ghp_bench_one_" + "a" * 22, "ghp_bench_two_" + "b" * 22)
 HOURLY_LIMIT = 5000
@@ -58,64 +54,6 @@ class Outcome:
     latencies: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     answers: dict[int, int] = field(default_factory=dict)
-
-
-class Replicas:
-    """``issuer serve`` processes on one Redis."""
-
-    def __init__(
-        self,
-        count: int,
-        github_url: str,
-        redis_url: str,
-        logs: Path | None = None,
-        concurrency: int = 16,
-    ) -> None:
-        kek = base64.b64encode(os.urandom(32)).decode()
-        self.urls: list[str] = []
-        self._processes: list[subprocess.Popen[bytes]] = []
-        for _ in range(count):
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            env = {
-                **os.environ,
-                "ISSUER_URL": url,
-                "ISSUER_REDIS_URL": redis_url,
-                "ISSUER_KEY_ENCRYPTION_KEY": kek,
-                "ISSUER_GITHUB_API_URL": github_url,
-                "ISSUER_GITHUB_TOKEN": ",".join(TOKENS),
-                "ISSUER_CLAIM_TTL": "600",
-                # the load comes from one address: the abuse controls would refuse it
-                "ISSUER_CLAIMS_PER_ADDRESS": "0",
-                "ISSUER_CLAIMS_PER_REPOSITORY": "0",
-                "ISSUER_CLAIMS_PER_RUN": "0",
-                "ISSUER_GITHUB_CONCURRENCY": str(concurrency),
-            }
-            output = open(logs / f"replica-{port}.log", "w") if logs else subprocess.DEVNULL
-            self._processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "issuer.cli", "serve", "--port", str(port)],
-                    env=env,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-            self.urls.append(url)
-        for url in self.urls:
-            wait_ready(url)
-
-    @property
-    def pids(self) -> list[int]:
-        return [process.pid for process in self._processes]
-
-    def stop(self) -> None:
-        for process in self._processes:
-            process.send_signal(signal.SIGINT)
-        for process in self._processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 async def post(http: LeanClient, url: str, body: Any = None) -> Answer:
@@ -318,7 +256,14 @@ def main() -> None:
     args = parser.parse_args()
     redis = RedisServer()
     sim = SimProcess(args.latency, TOKENS, HOURLY_LIMIT)
-    replicas = Replicas(args.replicas, sim.url, redis.url, args.logs, args.concurrency)
+    replicas = Replicas(
+        args.replicas,
+        sim.url,
+        redis.url,
+        TOKENS,
+        env={"ISSUER_CLAIM_TTL": "600", "ISSUER_GITHUB_CONCURRENCY": str(args.concurrency)},
+        logs=args.logs,
+    )
     try:
         bench = Bench(sim, replicas, args.seed, redis.pid)
         bench.c_runs = args.c_runs

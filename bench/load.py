@@ -40,13 +40,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import random
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,8 +56,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.processes import SimProcess, stop, wait_ready
-from tests.redis_server import RedisServer, free_port
+from bench.processes import Replicas, SimProcess
+from tests.redis_server import RedisServer
 
 TOKENS = ("ghp_load_one_" + "a" * 23, "ghp_load_two_" + "b" * 23)
 JOBS_PER_RUN = 10
@@ -102,69 +100,15 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-class Replicas:
-    """``issuer serve`` processes on one Redis, the abuse limits off."""
+def rss_of(replicas: Replicas) -> list[int]:
+    return [rss_kib(pid) for pid in replicas.pids]
 
-    def __init__(
-        self,
-        count: int,
-        github_url: str,
-        redis_url: str,
-        tracemalloc_dir: str | None,
-        logs: str | None = None,
-    ) -> None:
-        kek = base64.b64encode(os.urandom(32)).decode()
-        self.urls: list[str] = []
-        self.processes: list[subprocess.Popen[bytes]] = []
-        for _ in range(count):
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            env = {
-                **os.environ,
-                "ISSUER_URL": url,
-                "ISSUER_REDIS_URL": redis_url,
-                "ISSUER_KEY_ENCRYPTION_KEY": kek,
-                "ISSUER_GITHUB_API_URL": github_url,
-                "ISSUER_GITHUB_TOKEN": ",".join(TOKENS),
-                "ISSUER_CLAIMS_PER_ADDRESS": "0",
-                "ISSUER_CLAIMS_PER_REPOSITORY": "0",
-                "ISSUER_CLAIMS_PER_RUN": "0",
-            }
-            if tracemalloc_dir is not None:
-                root = str(Path(__file__).resolve().parent.parent)
-                env["PYTHONPATH"] = os.pathsep.join(
-                    [tracemalloc_dir, root, os.environ.get("PYTHONPATH", "")]
-                ).rstrip(os.pathsep)
-                env["LOAD_TRACEMALLOC_DIR"] = tracemalloc_dir
-            output: Any = subprocess.DEVNULL
-            if logs is not None:
-                output = Path(logs, f"replica-{port}.log").open("w")
-            self.processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "issuer.cli", "serve", "--port", str(port)],
-                    env=env,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-            self.urls.append(url)
-        try:
-            for url in self.urls:
-                wait_ready(url)
-        except BaseException:
-            self.stop()
-            raise
 
-    def rss(self) -> list[int]:
-        return [rss_kib(process.pid) for process in self.processes]
-
-    def signal(self, signum: int) -> None:
-        for process in self.processes:
-            process.send_signal(signum)
-
-    def stop(self) -> None:
-        for process in self.processes:
-            stop(process)
+def _tracemalloc_env(trace_dir: str) -> dict[str, str]:
+    """Settings that make a replica load the benchmark's ``sitecustomize`` from ``trace_dir``."""
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join([trace_dir, root, os.environ.get("PYTHONPATH", "")])
+    return {"PYTHONPATH": path.rstrip(os.pathsep), "LOAD_TRACEMALLOC_DIR": trace_dir}
 
 
 @dataclass
@@ -380,7 +324,7 @@ async def soak(
     async def sample_rss() -> None:
         while time.monotonic() < until:
             await asyncio.sleep(min(RSS_SAMPLE_EVERY, max(until - time.monotonic(), 0)))
-            samples.append({"at_s": round(time.monotonic() - started), "rss_kib": replicas.rss()})
+            samples.append({"at_s": round(time.monotonic() - started), "rss_kib": rss_of(replicas)})
 
     await asyncio.gather(
         *(load.worker(until, stats) for _ in range(flows)),
@@ -406,19 +350,19 @@ async def bench(args: argparse.Namespace, sim: SimProcess, replicas: Replicas) -
         httpx.AsyncClient(timeout=sim_timeout, limits=sim_limits) as sim_http,
     ):
         load = Load(sim.url, replicas.urls, http, sim_http)
-        rss_start = replicas.rss()
+        rss_start = rss_of(replicas)
         if args.tracemalloc:
             replicas.signal(signal.SIGUSR2)
         warm = await warm_up(load, args.claims)
         await asyncio.sleep(2)  # let the watch loops of the warm-up's runs wind down
-        rss_warm = replicas.rss()
+        rss_warm = rss_of(replicas)
         if args.tracemalloc:
             replicas.signal(signal.SIGUSR2)
         soaked, samples = await soak(
             load, replicas, args.soak_seconds, args.soak_flows, args.readers
         )
         await asyncio.sleep(2)
-        rss_end = replicas.rss()
+        rss_end = rss_of(replicas)
         if args.tracemalloc:
             replicas.signal(signal.SIGUSR2)
             await asyncio.sleep(2)
@@ -461,7 +405,14 @@ def main() -> None:
     replicas: Replicas | None = None
     try:
         sim = SimProcess(args.latency, TOKENS, 100_000_000)
-        replicas = Replicas(args.replicas, sim.url, redis.url, trace_dir, args.logs)
+        replicas = Replicas(
+            args.replicas,
+            sim.url,
+            redis.url,
+            TOKENS,
+            env=_tracemalloc_env(trace_dir) if trace_dir is not None else None,
+            logs=Path(args.logs) if args.logs else None,
+        )
         results = asyncio.run(bench(args, sim, replicas))
         if trace_dir is not None:
             results["tracemalloc_dir"] = trace_dir

@@ -3,12 +3,14 @@ for a service and stop one."""
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import httpx
 
@@ -82,3 +84,66 @@ class SimProcess:
 
     def stop(self) -> None:
         stop(self.process)
+
+
+class Replicas:
+    """``issuer serve`` processes on one Redis and one key-encryption key, reading GitHub with
+    ``tokens``, the abuse limits off (the load comes from one address); ``env`` adds
+    settings, ``logs`` keeps each replica's output in ``replica-PORT.log``."""
+
+    def __init__(
+        self,
+        count: int,
+        github_url: str,
+        redis_url: str,
+        tokens: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        logs: Path | None = None,
+    ) -> None:
+        kek = base64.b64encode(os.urandom(32)).decode()
+        self.urls: list[str] = []
+        self.processes: list[subprocess.Popen[bytes]] = []
+        for _ in range(count):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            settings = {
+                **os.environ,
+                "ISSUER_URL": url,
+                "ISSUER_REDIS_URL": redis_url,
+                "ISSUER_KEY_ENCRYPTION_KEY": kek,
+                "ISSUER_GITHUB_API_URL": github_url,
+                "ISSUER_GITHUB_TOKEN": ",".join(tokens),
+                "ISSUER_CLAIMS_PER_ADDRESS": "0",
+                "ISSUER_CLAIMS_PER_REPOSITORY": "0",
+                "ISSUER_CLAIMS_PER_RUN": "0",
+                **(env or {}),
+            }
+            output = open(logs / f"replica-{port}.log", "w") if logs else subprocess.DEVNULL
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "issuer.cli", "serve", "--port", str(port)],
+                    env=settings,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            self.urls.append(url)
+        try:
+            for url in self.urls:
+                wait_ready(url)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes]
+
+    def signal(self, signum: int) -> None:
+        for process in self.processes:
+            process.send_signal(signum)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            stop(process)

@@ -162,10 +162,6 @@ class RunState:
             )
         await self.bump()
 
-    async def sighting(self, code: str) -> dict[str, Any] | None:
-        raw = await self._store.hash_get(self._sightings, code)
-        return None if raw is None else dict(json.loads(raw))
-
     def view_reads(self, codes: Sequence[str]) -> list[Get | HashGet]:
         """The reads of a :class:`RunView` of ``codes``, for :meth:`Store.read_many`."""
         return [
@@ -186,9 +182,6 @@ class RunState:
                 for code, raw in zip(codes, sightings, strict=True)
             },
         )
-
-    async def view(self, codes: Sequence[str]) -> RunView:
-        return self.view_of(codes, await self._store.read_many(self.view_reads(codes)))
 
     async def failure(self) -> Failure | None:
         raw = await self._store.get(self._failure)
@@ -219,9 +212,6 @@ class RunState:
     async def bump(self) -> None:
         """Tell followers on every replica that something changed."""
         await self._store.incr(self._version, ttl=self._ttl)
-
-    async def version(self) -> int:
-        return int(await self._store.get(self._version) or 0)
 
     # -- the watcher's memory ---------------------------------------------------------------
 
