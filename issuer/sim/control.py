@@ -143,9 +143,13 @@ def control_routes(sim: GitHubSim) -> list[BaseRoute]:
         return run_json(request, run, 201)
 
     def add_job(request: Request, body: Body) -> Response:
+        """A queued job; with `actions` (as a script takes them, all checked first), those are
+        applied to it at once, in the same request."""
         labels = _field(body, "labels", list)
         if labels is not None and not all(isinstance(x, str) for x in labels):
             raise _Refusal(400, "labels must be strings")
+        actions = _field(body, "actions", list)
+        planned = [] if actions is None else plan(actions)
         job = sim.add_job(
             run_of(request),
             _required(body, "name", str),
@@ -153,6 +157,8 @@ def control_routes(sim: GitHubSim) -> list[BaseRoute]:
             runner_group_name=_field(body, "runner_group_name", str, "GitHub Actions")
             or "GitHub Actions",
         )
+        for apply in planned:
+            apply(job)
         return job_json(request, job, 201)
 
     # What a job's routes do, as parsers: each checks an action's body (refusing bad input with
@@ -209,7 +215,13 @@ def control_routes(sim: GitHubSim) -> list[BaseRoute]:
         the simulator (say, printing with no step in progress) is 409 like the single routes',
         but the actions before it stay applied. Answers the job as the single routes do."""
         job = job_of(request)
-        actions = _required(body, "actions", list)
+        planned = plan(_required(body, "actions", list))
+        for apply in planned:
+            apply(job)
+        return job_json(request, job)
+
+    def plan(actions: list[Any]) -> list[JobAction]:
+        """Every action checked, none applied: a bad one is 400 naming its index."""
         if not actions:
             raise _Refusal(400, "actions must not be empty")
         if len(actions) > MAX_SCRIPT_ACTIONS:
@@ -226,9 +238,7 @@ def control_routes(sim: GitHubSim) -> list[BaseRoute]:
                 planned.append(parse(action))
             except _Refusal as exc:
                 raise _Refusal(400, f"actions[{index}]: {exc.message}") from exc
-        for apply in planned:
-            apply(job)
-        return job_json(request, job)
+        return planned
 
     def job_log(request: Request, body: Body) -> Response:
         return PlainTextResponse(sim.job_log(job_of(request)))

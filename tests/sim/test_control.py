@@ -221,3 +221,21 @@ def test_a_sim_state_error_in_a_script_is_409_and_the_actions_before_it_stay_app
 
 def test_a_script_for_an_unknown_job_is_404(control: httpx.Client) -> None:
     assert script(control, 1, [{"do": "start"}]).status_code == 404
+
+
+def test_a_job_added_with_actions_has_them_applied(control: httpx.Client, run_id: int) -> None:
+    body = {"name": "claim", "actions": [{"do": "start"}, {"do": "step", "name": "Claim"}]}
+    job = post(control, f"/runs/{run_id}/jobs", body)
+    assert job["status"] == "in_progress"
+    assert [step["name"] for step in job["steps"]][-1] == "Claim"
+
+
+def test_a_job_added_with_a_bad_action_is_not_added(
+    control: httpx.Client, sim: GitHubSim, run_id: int
+) -> None:
+    body = {"name": "claim", "actions": [{"do": "start"}, {"do": "dance"}]}
+    response = control.post(f"/runs/{run_id}/jobs", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("actions[1]: do must be one of")
+    run = sim.run(run_id)
+    assert run is not None and run.jobs == []
