@@ -1,8 +1,13 @@
 import asyncio
+import os
+import signal
+import time
 
 import pytest
 
 from issuer.store import Get, HashGet, RedisStore, Store, StoreUnavailable, tagged
+from issuer.store.redis import POOL_CONNECTIONS, connect
+from tests.redis_server import RedisServer
 
 
 async def test_a_missing_key_reads_as_none(store: Store) -> None:
@@ -186,3 +191,33 @@ async def test_a_redis_error_in_read_many_is_store_unavailable(redis_url: str) -
             await store.read_many([Get("h")])  # WRONGTYPE: a hash read as a value
     finally:
         await store.close()
+
+
+async def test_a_burst_beyond_the_connection_limit_waits_for_its_turn(redis_url: str) -> None:
+    store = RedisStore.from_url(redis_url)
+    try:
+        await store.set("burst", b"v")
+        values = await asyncio.gather(*(store.get("burst") for _ in range(4 * POOL_CONNECTIONS)))
+        assert values == [b"v"] * (4 * POOL_CONNECTIONS)
+    finally:
+        await store.close()
+
+
+async def test_a_redis_that_stops_answering_is_store_unavailable_within_the_timeout() -> None:
+    server = RedisServer()
+    store = RedisStore(connect(server.url), timeout=0.3)
+    try:
+        await store.set("k", b"v")
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="TimeoutError"):
+                await store.get("k")
+            assert time.monotonic() - started < 3
+            assert not await store.ping()
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        assert await store.get("k") == b"v"  # the timed-out connection was not reused
+    finally:
+        await store.close()
+        server.stop()

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
@@ -53,9 +54,16 @@ def _ms(ttl: float) -> int:
     return max(1, math.ceil(ttl * 1000))
 
 
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
 POOL_CONNECTIONS = 64
-POOL_WAIT_SECONDS = 10
 WIDE_POOL_CONNECTIONS = 1024
+OPERATION_TIMEOUT = 5.0  # seconds for one store call: waiting for a connection, and the call
+CONNECT_TIMEOUT = 5.0
+
+T = TypeVar("T")
 
 
 class StoreUnavailable(Exception):
@@ -67,12 +75,16 @@ def connect(url: str) -> Any:
 
     ``redis://`` / ``rediss://`` is standalone; ``redis+cluster://`` a Cluster (any node);
     ``redis+sentinel://host:port[,host:port]/MASTER_NAME`` a Sentinel-managed master.
+
+    No socket timeout is set in redis-py: :class:`RedisStore` bounds each whole call instead,
+    more cheaply (redis-py's socket timeout starts a task for every command it sends).
     """
+    timeouts: dict[str, Any] = {"socket_timeout": None, "socket_connect_timeout": CONNECT_TIMEOUT}
     scheme = urlsplit(url).scheme
     if scheme in ("redis+cluster", "rediss+cluster"):
         # Cluster pools are per node and cannot block: make them wide enough for bursts.
         return RedisCluster.from_url(
-            url.replace("+cluster", "", 1), max_connections=WIDE_POOL_CONNECTIONS
+            url.replace("+cluster", "", 1), max_connections=WIDE_POOL_CONNECTIONS, **timeouts
         )
     if scheme == "redis+sentinel":
         parts = urlsplit(url)
@@ -81,47 +93,54 @@ def connect(url: str) -> Any:
             host, _, port = hostport.partition(":")
             hosts.append((host, int(port or 26379)))
         master = parts.path.strip("/") or parse_qs(parts.query).get("master", ["mymaster"])[0]
-        sentinel = Sentinel(hosts, password=parts.password)  # type: ignore[no-untyped-call]
-        return sentinel.master_for(master, max_connections=WIDE_POOL_CONNECTIONS)
-    # A burst of requests (a thousand long polls waking at once) waits for a connection
-    # instead of failing: redis-py's default pool refuses its 101st concurrent command.
-    pool = BlockingConnectionPool.from_url(
-        url, max_connections=POOL_CONNECTIONS, timeout=POOL_WAIT_SECONDS
-    )
+        sentinel = Sentinel(hosts, password=parts.password, **timeouts)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(master, max_connections=WIDE_POOL_CONNECTIONS, **timeouts)
+    pool = ConnectionPool.from_url(url, max_connections=POOL_CONNECTIONS, **timeouts)
     return aioredis.Redis(connection_pool=pool)
 
 
 class RedisStore:
-    def __init__(self, client: Any) -> None:
+    """Every call is bounded by ``timeout`` seconds, and at most ``POOL_CONNECTIONS`` run at
+    once: a burst (a thousand long polls waking together) waits for its turn instead of
+    failing, as redis-py's own pool would at its limit."""
+
+    def __init__(self, client: Any, *, timeout: float = OPERATION_TIMEOUT) -> None:
         self._redis = client
+        self._timeout = timeout
+        self._turns = asyncio.Semaphore(POOL_CONNECTIONS)
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()`` in its turn, within the timeout; StoreUnavailable if Redis fails it."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._turns:
+                    return await call()
+        except TimeoutError as exc:
+            raise StoreUnavailable("TimeoutError") from exc
+        except RedisError as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
         return cls(connect(url))
 
     async def get(self, key: str) -> bytes | None:
-        try:
-            value = await self._redis.get(key)
-        except RedisError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
-        return None if value is None else bytes(value)
+        return _bytes(await self._call(lambda: self._redis.get(key)))
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         if not keys:
             return []
-        try:
-            if hasattr(self._redis, "mget_nonatomic"):  # a Cluster: keys span slots
-                values = await self._redis.mget_nonatomic(keys)
-            else:
-                values = await self._redis.mget(keys)
-        except RedisError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
-        return [None if value is None else bytes(value) for value in values]
+        if hasattr(self._redis, "mget_nonatomic"):  # a Cluster: keys span slots
+            values = await self._call(lambda: self._redis.mget_nonatomic(keys))
+        else:
+            values = await self._call(lambda: self._redis.mget(keys))
+        return [_bytes(value) for value in values]
 
     async def read_many(self, reads: Sequence[Get | HashGet]) -> list[bytes | None]:
         if not reads:
             return []
-        try:
+
+        async def pipelined() -> list[Any]:
             # Not a transaction: a Cluster pipeline sends each command to its slot's node.
             async with self._redis.pipeline(transaction=False) as pipe:
                 for read in reads:
@@ -129,81 +148,54 @@ class RedisStore:
                         pipe.hget(read.key, read.field)
                     else:
                         pipe.get(read.key)
-                values = await pipe.execute()
-        except RedisError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
-        return [None if value is None else bytes(value) for value in values]
+                return list(await pipe.execute())
+
+        return [_bytes(value) for value in await self._call(pipelined)]
 
     async def set(
         self, key: str, value: bytes, *, ttl: float | None = None, only_if_absent: bool = False
     ) -> bool:
-        px = None if ttl is None else max(1, math.ceil(ttl * 1000))
-        try:
-            written = await self._redis.set(key, value, px=px, nx=only_if_absent)
-        except RedisError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
-        return bool(written)
+        px = None if ttl is None else _ms(ttl)
+        return bool(await self._call(lambda: self._redis.set(key, value, px=px, nx=only_if_absent)))
 
     async def compare_and_set(
         self, key: str, expected: bytes | None, new: bytes, *, ttl: float | None = None
     ) -> bool:
         absent = b"1" if expected is None else b"0"
-        px = b"" if ttl is None else str(max(1, math.ceil(ttl * 1000))).encode()
-        try:
-            written = await self._redis.eval(
-                _COMPARE_AND_SET, 1, key, absent, expected or b"", new, px
-            )
-        except RedisError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
+        px = b"" if ttl is None else str(_ms(ttl)).encode()
+        written = await self._call(
+            lambda: self._redis.eval(_COMPARE_AND_SET, 1, key, absent, expected or b"", new, px)
+        )
         return bool(written)
 
     async def delete(self, key: str) -> bool:
-        try:
-            return bool(await self._redis.delete(key))
-        except RedisError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
+        return bool(await self._call(lambda: self._redis.delete(key)))
 
     async def incr(self, key: str, *, ttl: float) -> int:
-        try:
-            return int(await self._redis.eval(_INCR, 1, key, _ms(ttl)))
-        except RedisError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
+        return int(await self._call(lambda: self._redis.eval(_INCR, 1, key, _ms(ttl))))
 
     async def hash_set(
         self, key: str, field: str, value: bytes, *, ttl: float | None = None
     ) -> bool:
         px = b"" if ttl is None else str(_ms(ttl)).encode()
-        try:
-            return bool(await self._redis.eval(_HASH_SET, 1, key, field, value, px))
-        except RedisError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
+        return bool(await self._call(lambda: self._redis.eval(_HASH_SET, 1, key, field, value, px)))
 
     async def hash_get(self, key: str, field: str) -> bytes | None:
-        try:
-            value = await self._redis.hget(key, field)
-        except RedisError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
-        return None if value is None else bytes(value)
+        return _bytes(await self._call(lambda: self._redis.hget(key, field)))
 
     async def hash_get_all(self, key: str) -> dict[str, bytes]:
-        try:
-            found = await self._redis.hgetall(key)
-        except RedisError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
+        found = await self._call(lambda: self._redis.hgetall(key))
         return {field.decode(): bytes(value) for field, value in found.items()}
 
     async def hash_delete(self, key: str, *fields: str) -> int:
         if not fields:
             return 0
-        try:
-            return int(await self._redis.hdel(key, *fields))
-        except RedisError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
+        return int(await self._call(lambda: self._redis.hdel(key, *fields)))
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._redis.ping())
-        except (RedisError, OSError):
+            return bool(await self._call(lambda: self._redis.ping()))
+        except (StoreUnavailable, OSError):
             return False
 
     async def close(self) -> None:
