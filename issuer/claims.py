@@ -25,7 +25,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ from issuer.keys import SigningKey
 from issuer.metrics import CLAIMS, TOKENS
 from issuer.relay import SLOT, SLOT_RULE, RelaySlots, SlotKey, Verdict, contested_description
 from issuer.runs import FAILURE_REJECTED, FAILURE_UNAVAILABLE, Failure, RunKey, RunState, RunView
-from issuer.store import Get, Store, tagged
+from issuer.store import Get, Put, Store, Write, tagged
 from issuer.tokens import sign, with_lifetime
 from issuer.watch import RunWatches
 
@@ -214,12 +214,10 @@ class ClaimService:
             request.relay,
         )
         keys = _Keys(_digest(claim_id))
-        await self._store.set(
-            keys.record,
-            json.dumps(asdict(record)).encode(),
-            ttl=self._config.claim_ttl + RETENTION,
+        stored = Put(
+            keys.record, json.dumps(asdict(record)).encode(), ttl=self._config.claim_ttl + RETENTION
         )
-        await self._watches.claimed(_run_key(record), code, expires_at)
+        await self._watches.claimed(_run_key(record), code, expires_at, also=[stored])
         slot = _slot_of(record)
         if slot is not None:
             # Last: a claim that failed before this point is not in the slot, so its retry
@@ -256,7 +254,8 @@ class ClaimService:
         # Even an exchange that will not wait gets the verdict of the run's first look.
         first_look_by = self._clock() + FIRST_LOOK_WAIT
         async with self._watches.waiting(key, record.code) as waiter:
-            used, view = await self._read(keys, state, record.code)
+            # Tells the run's watcher, in the same round trip, that an exchange waits.
+            used, view = await self._read(keys, state, record.code, [state.want_write()])
             waiter.saw(view.version)
             self._refuse_if_spent(record, used)
             seen = view.sightings[record.code]
@@ -266,7 +265,7 @@ class ClaimService:
             if self._stopping.is_set():
                 return await self._pending(record, state)
             asked_at = self._clock()
-            await self._watches.ask(key)
+            await self._watches.asked(key)
             while True:
                 failure = view.failure
                 if failure is not None and failure.at < asked_at:
@@ -298,9 +297,14 @@ class ClaimService:
                 await self._refuse_unless_relay_allows(record, keys)
         return await self._pending(record, state)
 
-    async def _read(self, keys: _Keys, state: RunState, code: str) -> tuple[bytes | None, RunView]:
-        """Whether the claim was used, and its run's view, in one round trip."""
-        values = await self._store.read_many([Get(keys.used), *state.view_reads([code])])
+    async def _read(
+        self, keys: _Keys, state: RunState, code: str, writes: Sequence[Write] = ()
+    ) -> tuple[bytes | None, RunView]:
+        """Whether the claim was used, and its run's view, in one round trip (with ``writes``
+        made after the reads)."""
+        values = await self._store.read_many(
+            [Get(keys.used), *state.view_reads([code])], writes=writes
+        )
         return values[0], RunState.view_of([code], values[1:])
 
     @staticmethod

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from issuer.store import Get, HashGet, Store, tagged
+from issuer.store import Bump, Delete, Get, HashGet, HashPut, Put, Store, Write, tagged
 
 FAILURE_REJECTED = "rejected"
 FAILURE_UNAVAILABLE = "unavailable"
@@ -141,8 +141,9 @@ class RunState:
 
     # -- claims waiting on the run ----------------------------------------------------------
 
-    async def add_claim(self, code: str, expires_at: int) -> None:
-        await self._store.hash_set(self._claims, code, str(expires_at).encode(), ttl=self._ttl)
+    def claim_writes(self, code: str, expires_at: int) -> list[Write]:
+        """The writes that register a claim's code with the run, for :meth:`Store.write_many`."""
+        return [HashPut(self._claims, {code: str(expires_at).encode()}, ttl=self._ttl)]
 
     async def pending_codes(self) -> set[str]:
         """Codes of unexpired claims; expired ones are dropped on the way."""
@@ -155,12 +156,31 @@ class RunState:
 
     # -- what was found ---------------------------------------------------------------------
 
-    async def add_sightings(self, identities: dict[str, dict[str, Any]]) -> None:
-        for code, identity in identities.items():
-            await self._store.hash_set(
-                self._sightings, code, json.dumps(identity).encode(), ttl=self._ttl
-            )
-        await self.bump()
+    def look_writes(
+        self,
+        *,
+        sightings: dict[str, dict[str, Any]],
+        memo: bytes | None,
+        status: str | None,
+        clear_failure: bool,
+    ) -> list[Write]:
+        """What a successful look writes, for one :meth:`Store.write_many`: the identities of
+        the codes it found, the watcher's memo and the run's status (None: unchanged), and
+        the failure of an earlier look cleared. The version moves if exchanges can have
+        something new to read."""
+        writes: list[Write] = []
+        if clear_failure:
+            writes.append(Delete(self._failure))
+        if sightings:
+            encoded = {code: json.dumps(identity).encode() for code, identity in sightings.items()}
+            writes.append(HashPut(self._sightings, encoded, ttl=self._ttl))
+        if memo is not None:
+            writes.append(Put(self._memo, memo, ttl=self._ttl))
+        if status is not None:
+            writes.append(Put(self._status, status.encode(), ttl=self._ttl))
+        if sightings or clear_failure:
+            writes.append(Bump(self._version, ttl=self._ttl))
+        return writes
 
     def view_reads(self, codes: Sequence[str]) -> list[Get | HashGet]:
         """The reads of a :class:`RunView` of ``codes``, for :meth:`Store.read_many`."""
@@ -188,19 +208,13 @@ class RunState:
         return None if raw is None else Failure.decode(raw)
 
     async def set_failure(self, failure: Failure) -> None:
-        await self._store.set(self._failure, failure.encode(), ttl=self._ttl)
-        await self.bump()
-
-    async def clear_failure(self) -> None:
-        if await self._store.delete(self._failure):
-            await self.bump()
+        await self._store.write_many(
+            [Put(self._failure, failure.encode(), ttl=self._ttl), Bump(self._version, self._ttl)]
+        )
 
     async def status(self) -> str | None:
         raw = await self._store.get(self._status)
         return None if raw is None else raw.decode()
-
-    async def set_status(self, text: str) -> None:
-        await self._store.set(self._status, text.encode(), ttl=self._ttl)
 
     async def pull_request(self) -> dict[str, Any] | None:
         raw = await self._store.get(self._pull)
@@ -209,24 +223,16 @@ class RunState:
     async def set_pull_request(self, pull: dict[str, Any]) -> None:
         await self._store.set(self._pull, json.dumps(pull).encode(), ttl=self._ttl)
 
-    async def bump(self) -> None:
-        """Tell followers on every replica that something changed."""
-        await self._store.incr(self._version, ttl=self._ttl)
-
     # -- the watcher's memory ---------------------------------------------------------------
 
     async def memo(self) -> Memo:
         return Memo.decode(await self._store.get(self._memo))
 
-    async def save_memo(self, encoded: bytes) -> None:
-        """Store ``Memo.encode()``'s answer."""
-        await self._store.set(self._memo, encoded, ttl=self._ttl)
-
     # -- who watches, and who waits ---------------------------------------------------------
 
-    async def want(self) -> None:
+    def want_write(self) -> Write:
         """An exchange is waiting now: the holder looks at once and keeps looking often."""
-        await self._store.set(self._wanted, repr(self._clock()).encode(), ttl=self._ttl)
+        return Put(self._wanted, repr(self._clock()).encode(), ttl=self._ttl)
 
     async def wanted_at(self) -> float | None:
         raw = await self._store.get(self._wanted)

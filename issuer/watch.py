@@ -19,7 +19,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ from issuer.runs import (
     RunState,
     RunView,
 )
-from issuer.store import Get, HashGet, Store, tagged
+from issuer.store import Get, HashGet, Store, Write, tagged
 from issuer.tokens import identity_claims
 from issuer.watcher import Look, RunReader, RunRejected
 
@@ -76,6 +76,7 @@ class _RecentRun:
     memo: bytes | None = None
     status: str | None = None
     failure_stored: bool = True  # unknown when the loop starts: another holder may have failed
+    pull: tuple[PullRequestFacts | None] | None = None  # the run's pull request, once known
 
 
 @dataclass(frozen=True)
@@ -121,10 +122,13 @@ class RunWatches:
 
     # -- claims and exchanges ---------------------------------------------------------------
 
-    async def claimed(self, key: RunKey, code: str, expires_at: int) -> None:
-        """A claim now waits on the run: watch it, first look soon."""
+    async def claimed(
+        self, key: RunKey, code: str, expires_at: int, *, also: Sequence[Write] = ()
+    ) -> None:
+        """A claim now waits on the run: watch it, first look soon. ``also`` are the claim's
+        own writes, made in the same round trip, before its code is registered."""
         state = self.state(key)
-        await state.add_claim(code, expires_at)
+        await self._store.write_many([*also, *state.claim_writes(code, expires_at)])
         await self._ensure_watched(key, first_look=self.pacing.first_look)
 
     @contextlib.asynccontextmanager
@@ -144,9 +148,9 @@ class RunWatches:
             if not follower.codes:
                 self._followers.pop(key.tag, None)
 
-    async def ask(self, key: RunKey) -> None:
-        """An exchange waits on the run now: make sure it is watched, and looked at now."""
-        await self.state(key).want()
+    async def asked(self, key: RunKey) -> None:
+        """An exchange waits on the run now, having written ``RunState.want_write()``: make
+        sure the run is watched, and looked at now."""
         self._wake(key)
         await self._ensure_watched(key, first_look=0.0)
         self._ensure_ticker()
@@ -388,21 +392,20 @@ class RunWatches:
                 key, state, str(exc), min(30.0, 0.5 * 2.0**failures), now
             )
         LOOKS.labels("ok").inc()
-        if recent.failure_stored:
-            await state.clear_failure()
-            recent.failure_stored = False
         new = {code: s for code, s in look.found.items() if code not in memo.sighted_codes}
-        if new:
-            await self._record(key, state, look, new)
-            memo.sighted_codes.update(new)
+        identities = await self._identities(key, state, look, new, recent) if new else {}
+        memo.sighted_codes.update(new)
         encoded = memo.encode()
-        if encoded != recent.memo:
-            await state.save_memo(encoded)
-            recent.memo = encoded
         status = _waiting(look)
-        if status != recent.status:
-            await state.set_status(status)
-            recent.status = status
+        writes = state.look_writes(
+            sightings=identities,
+            memo=None if encoded == recent.memo else encoded,
+            status=None if status == recent.status else status,
+            clear_failure=recent.failure_stored,
+        )
+        if writes:
+            await self._store.write_many(writes)
+        recent.memo, recent.status, recent.failure_stored = encoded, status, False
         if new:
             self._notify(key)
         fingerprint = tuple(
@@ -419,38 +422,46 @@ class RunWatches:
         self._notify(key)
         return _Outcome((), found_new=False, rest=rest)
 
-    async def _record(
-        self, key: RunKey, state: RunState, look: Look, new: dict[str, Sighting]
-    ) -> None:
-        pull = await self._pull_request(state, look.run)
+    async def _identities(
+        self, key: RunKey, state: RunState, look: Look, new: dict[str, Sighting], recent: _RecentRun
+    ) -> dict[str, dict[str, Any]]:
+        """The identity claims of each code seen for the first time."""
+        pull = recent.pull or await self._pull_request(state, look.run)
+        recent.pull = pull
         identities = {
             code: identity_claims(
-                issuer=self._issuer, run=look.run, sighting=sighting, pull_request=pull
+                issuer=self._issuer,
+                run=look.run,
+                sighting=sighting,
+                pull_request=pull[0] if pull else None,
             )
             for code, sighting in new.items()
         }
-        await state.add_sightings(identities)
         for sighting in {(s.job_id, s.channel) for s in new.values()}:
             log.info(
                 "challenge seen in %s, job %s, via %s", key.describe(), sighting[0], sighting[1]
             )
+        return identities
 
-    async def _pull_request(self, state: RunState, run: RunFacts) -> PullRequestFacts | None:
-        """The run's pull request, looked up once per run (GitHub lists none for forks)."""
+    async def _pull_request(
+        self, state: RunState, run: RunFacts
+    ) -> tuple[PullRequestFacts | None] | None:
+        """The run's pull request, in a 1-tuple (there may be none), looked up once per run
+        (GitHub lists none for forks); None if the lookup failed, to be tried again."""
         if run.pull_requests:
-            return run.pull_requests[0]
+            return (run.pull_requests[0],)
         if self._find_pull_request is None:
-            return None
+            return (None,)
         cached = await state.pull_request()
         if cached is not None:
-            return PullRequestFacts(**cached) if cached else None
+            return (PullRequestFacts(**cached) if cached else None,)
         try:
             pull = await self._find_pull_request(run)
         except GitHubError as exc:
             log.warning("the pull request of run %s could not be found: %s", run.id, exc)
             return None
         await state.set_pull_request(pull.__dict__ if pull else {})
-        return pull
+        return (pull,)
 
 
 class _Follower:

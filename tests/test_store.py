@@ -5,7 +5,18 @@ import time
 
 import pytest
 
-from issuer.store import Get, HashGet, RedisStore, Store, StoreUnavailable, tagged
+from issuer.store import (
+    Bump,
+    Delete,
+    Get,
+    HashGet,
+    HashPut,
+    Put,
+    RedisStore,
+    Store,
+    StoreUnavailable,
+    tagged,
+)
 from issuer.store.redis import POOL_CONNECTIONS, connect
 from tests.redis_server import RedisServer
 
@@ -221,3 +232,47 @@ async def test_a_redis_that_stops_answering_is_store_unavailable_within_the_time
     finally:
         await store.close()
         server.stop()
+
+
+async def test_write_many_writes_values_hash_fields_counters_and_deletions(store: Store) -> None:
+    await store.set("gone", b"x")
+    await store.write_many(
+        [
+            Put("value", b"1", ttl=10),
+            HashPut("hash", {"a": b"2", "b": b"3"}, ttl=10),
+            Bump("counter", ttl=10),
+            Bump("counter", ttl=10),
+            Delete("gone"),
+        ]
+    )
+    assert await store.get("value") == b"1"
+    assert await store.hash_get_all("hash") == {"a": b"2", "b": b"3"}
+    assert await store.get("counter") == b"2"
+    assert await store.get("gone") is None
+
+
+async def test_write_many_writes_expire_after_their_ttl(store: Store) -> None:
+    await store.write_many(
+        [Put("p", b"1", ttl=0.05), HashPut("h", {"f": b"1"}, ttl=0.05), Bump("c", ttl=0.05)]
+    )
+    await asyncio.sleep(0.12)
+    assert await store.read_many([Get("p"), HashGet("h", "f"), Get("c")]) == [None, None, None]
+
+
+async def test_a_hash_put_never_shortens_the_hash_expiry(store: Store) -> None:
+    await store.write_many([HashPut("h", {"a": b"1"}, ttl=10)])
+    await store.write_many([HashPut("h", {"b": b"2"}, ttl=0.05)])
+    await asyncio.sleep(0.12)
+    assert await store.hash_get_all("h") == {"a": b"1", "b": b"2"}
+
+
+async def test_read_many_makes_its_writes_after_its_reads(store: Store) -> None:
+    await store.set("k", b"old")
+    assert await store.read_many([Get("k")], writes=[Put("k", b"new")]) == [b"old"]
+    assert await store.get("k") == b"new"
+
+
+async def test_write_many_of_nothing_writes_nothing(store: Store) -> None:
+    await store.write_many([])
+    await store.write_many([HashPut("h", {})])
+    assert await store.hash_get_all("h") == {}

@@ -1,7 +1,20 @@
 """Shared state behind one interface: Redis for replicas, memory for one process."""
 
-from issuer.store.base import Get, HashGet, Store, tagged
+from issuer.store.base import Bump, Delete, Get, HashGet, HashPut, Put, Store, Write, tagged
 from issuer.store.memory import MemoryStore
 from issuer.store.redis import RedisStore, StoreUnavailable
 
-__all__ = ["Get", "HashGet", "MemoryStore", "RedisStore", "Store", "StoreUnavailable", "tagged"]
+__all__ = [
+    "Bump",
+    "Delete",
+    "Get",
+    "HashGet",
+    "HashPut",
+    "MemoryStore",
+    "Put",
+    "RedisStore",
+    "Store",
+    "StoreUnavailable",
+    "Write",
+    "tagged",
+]

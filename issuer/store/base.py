@@ -6,7 +6,7 @@ hash tag (``{...}``): callers build them with :func:`tagged`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +31,40 @@ class HashGet:
     field: str
 
 
+@dataclass(frozen=True)
+class Put:
+    """A write of a plain value, for :meth:`Store.write_many`."""
+
+    key: str
+    value: bytes
+    ttl: float | None = None
+
+
+@dataclass(frozen=True)
+class HashPut:
+    """A write of fields of a hash; ``ttl`` lengthens the hash's expiry, never shortens it."""
+
+    key: str
+    fields: Mapping[str, bytes]
+    ttl: float | None = None
+
+
+@dataclass(frozen=True)
+class Bump:
+    """One added to a counter; a new counter expires after ``ttl``."""
+
+    key: str
+    ttl: float
+
+
+@dataclass(frozen=True)
+class Delete:
+    key: str
+
+
+Write = Put | HashPut | Bump | Delete
+
+
 class Store(Protocol):
     async def get(self, key: str) -> bytes | None:
         """The value, or None when absent or expired."""
@@ -38,9 +72,15 @@ class Store(Protocol):
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         """The values of ``keys`` in one round trip, in order (not atomic across slots)."""
 
-    async def read_many(self, reads: Sequence[Get | HashGet]) -> list[bytes | None]:
+    async def read_many(
+        self, reads: Sequence[Get | HashGet], *, writes: Sequence[Write] = ()
+    ) -> list[bytes | None]:
         """Values and hash fields in one round trip, in order (not atomic); None for what is
-        absent."""
+        absent. ``writes`` are made in the same round trip, after the reads."""
+
+    async def write_many(self, writes: Sequence[Write]) -> None:
+        """The writes in one round trip, in order; not atomic as a whole (a Cluster may hold
+        their keys on several nodes), but each write is."""
 
     async def set(
         self, key: str, value: bytes, *, ttl: float | None = None, only_if_absent: bool = False

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-from issuer.store.base import Get, HashGet
+from issuer.store.base import Bump, Get, HashGet, HashPut, Put, Write
 
 
 class MemoryStore:
@@ -41,14 +41,31 @@ class MemoryStore:
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         return [self._live(key) for key in keys]
 
-    async def read_many(self, reads: Sequence[Get | HashGet]) -> list[bytes | None]:
+    async def read_many(
+        self, reads: Sequence[Get | HashGet], *, writes: Sequence[Write] = ()
+    ) -> list[bytes | None]:
         values: list[bytes | None] = []
         for read in reads:
             if isinstance(read, HashGet):
                 values.append(await self.hash_get(read.key, read.field))
             else:
                 values.append(self._live(read.key))
+        await self.write_many(writes)
         return values
+
+    async def write_many(self, writes: Sequence[Write]) -> None:
+        for write in writes:
+            if isinstance(write, Put):
+                await self.set(write.key, write.value, ttl=write.ttl)
+            elif isinstance(write, HashPut):
+                for field, value in write.fields.items():
+                    await self.hash_set(write.key, field, value, ttl=write.ttl)
+            elif isinstance(write, Bump):
+                await self.incr(write.key, ttl=write.ttl)
+            else:
+                await self.delete(write.key)
+                async with self._lock:
+                    self._hashes.pop(write.key, None)
 
     async def set(
         self, key: str, value: bytes, *, ttl: float | None = None, only_if_absent: bool = False

@@ -14,7 +14,7 @@ from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
-from issuer.store.base import Get, HashGet
+from issuer.store.base import Bump, Get, HashGet, HashPut, Put, Write
 
 # KEYS[1]; ARGV: 1 if the key must be absent, the expected value, the new value, PX or "".
 _COMPARE_AND_SET = """
@@ -39,12 +39,13 @@ if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
 
-# KEYS[1]; ARGV: field, value, expiry in ms or "". The expiry is only ever lengthened.
+# KEYS[1]; ARGV: expiry in ms or "", then field, value, field, value... The expiry is only
+# ever lengthened. Answers how many fields are new.
 _HASH_SET = """
-local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if ARGV[3] ~= '' then
+local new = redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if ARGV[1] ~= '' then
   local left = redis.call('PTTL', KEYS[1])
-  if left < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+  if left < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 end
 return new
 """
@@ -52,6 +53,23 @@ return new
 
 def _ms(ttl: float) -> int:
     return max(1, math.ceil(ttl * 1000))
+
+
+def _queue(pipe: Any, write: Write) -> None:
+    """Add ``write`` to a redis-py pipeline, each write one command (scripts where a write
+    needs two steps, so that each stays atomic)."""
+    if isinstance(write, Put):
+        pipe.set(write.key, write.value, px=None if write.ttl is None else _ms(write.ttl))
+    elif isinstance(write, HashPut):
+        if not write.fields:
+            return
+        px = b"" if write.ttl is None else str(_ms(write.ttl)).encode()
+        pairs = [part for field, value in write.fields.items() for part in (field, value)]
+        pipe.eval(_HASH_SET, 1, write.key, px, *pairs)
+    elif isinstance(write, Bump):
+        pipe.eval(_INCR, 1, write.key, _ms(write.ttl))
+    else:
+        pipe.delete(write.key)
 
 
 def _bytes(value: Any) -> bytes | None:
@@ -136,8 +154,10 @@ class RedisStore:
             values = await self._call(lambda: self._redis.mget(keys))
         return [_bytes(value) for value in values]
 
-    async def read_many(self, reads: Sequence[Get | HashGet]) -> list[bytes | None]:
-        if not reads:
+    async def read_many(
+        self, reads: Sequence[Get | HashGet], *, writes: Sequence[Write] = ()
+    ) -> list[bytes | None]:
+        if not reads and not writes:
             return []
 
         async def pipelined() -> list[Any]:
@@ -148,9 +168,15 @@ class RedisStore:
                         pipe.hget(read.key, read.field)
                     else:
                         pipe.get(read.key)
+                for write in writes:
+                    _queue(pipe, write)
                 return list(await pipe.execute())
 
-        return [_bytes(value) for value in await self._call(pipelined)]
+        values = await self._call(pipelined)
+        return [_bytes(value) for value in values[: len(reads)]]
+
+    async def write_many(self, writes: Sequence[Write]) -> None:
+        await self.read_many((), writes=writes)
 
     async def set(
         self, key: str, value: bytes, *, ttl: float | None = None, only_if_absent: bool = False
@@ -178,7 +204,7 @@ class RedisStore:
         self, key: str, field: str, value: bytes, *, ttl: float | None = None
     ) -> bool:
         px = b"" if ttl is None else str(_ms(ttl)).encode()
-        return bool(await self._call(lambda: self._redis.eval(_HASH_SET, 1, key, field, value, px)))
+        return bool(await self._call(lambda: self._redis.eval(_HASH_SET, 1, key, px, field, value)))
 
     async def hash_get(self, key: str, field: str) -> bytes | None:
         return _bytes(await self._call(lambda: self._redis.hget(key, field)))
