@@ -1,0 +1,135 @@
+"""The pull request of a fork's run: looked up once per run, again only if the lookup failed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import pytest
+
+from issuer.github.channels import ANNOTATION, Sighting
+from issuer.github.errors import GitHubUnavailable
+from issuer.github.facts import JobFacts, PullRequestFacts, RepoFacts, RunFacts
+from issuer.runs import Memo, RunKey
+from issuer.store import MemoryStore, tagged
+from issuer.watch import Pacing, RunWatches
+from issuer.watcher import Look, RunReader
+
+KEY = RunKey("octo-org/octo-repo", 30433642, 1)
+UPSTREAM = RepoFacts(1, "octo-org/octo-repo", False, "public", "octo-org", 10)
+FORK = RepoFacts(2, "contributor/octo-repo", False, "public", "contributor", 20)
+RUN = RunFacts(
+    id=KEY.run_id,
+    name="CI",
+    path=".github/workflows/ci.yml",
+    run_number=7,
+    run_attempt=1,
+    status="in_progress",
+    conclusion=None,
+    event="pull_request",
+    head_sha="a" * 40,
+    head_branch="patch-1",
+    actor_login="contributor",
+    actor_id=20,
+    triggering_actor_login="contributor",
+    repository=UPSTREAM,
+    head_repository=FORK,
+    pull_requests=(),  # a fork's run: GitHub lists none
+)
+PULL = PullRequestFacts(number=5, base_ref="main", head_ref="patch-1")
+
+
+class ScriptedReader:
+    """Each look finds the codes printed so far, each in its own job."""
+
+    def __init__(self) -> None:
+        self.printed: list[str] = []
+
+    async def look(self, key: RunKey, memo: Memo, **_: Any) -> Look:
+        found = {
+            code: Sighting(job, f"job {job}", ANNOTATION, "GitHub Actions")
+            for job, code in enumerate(self.printed, start=1)
+        }
+        jobs = [JobFacts(s.job_id, s.job_name, "in_progress", 1, None) for s in found.values()]
+        return Look(RUN, jobs, found)
+
+
+class PullLookups:
+    """find_pull_request, failing as often as told first."""
+
+    def __init__(self, failures: int) -> None:
+        self.calls = 0
+        self.failures = failures
+
+    async def __call__(self, run: RunFacts) -> PullRequestFacts | None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise GitHubUnavailable("GitHub answered 502", retry_after=1)
+        return PULL
+
+
+async def sighting(store: MemoryStore, code: str) -> dict[str, Any]:
+    """The identity recorded for ``code``, once the watch loop recorded it."""
+    for _ in range(200):
+        raw = await store.hash_get(tagged(KEY.tag, "sightings"), code)
+        if raw is not None:
+            return dict(json.loads(raw))
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{code} was never recorded")
+
+
+@pytest.fixture
+def reader() -> ScriptedReader:
+    return ScriptedReader()
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[MemoryStore]:
+    store = MemoryStore()
+    yield store
+    await store.close()
+
+
+def watches(store: MemoryStore, reader: ScriptedReader, lookups: PullLookups) -> RunWatches:
+    return RunWatches(
+        store,
+        cast(RunReader, reader),
+        issuer="https://issuer.test",
+        ttl=600,
+        find_pull_request=lookups,
+        pacing=Pacing(first_look=0.0, fastest=0.01, min_gap=0.0, tick=0.01),
+    )
+
+
+async def test_the_pull_request_is_looked_up_once_for_all_the_runs_sightings(
+    store: MemoryStore, reader: ScriptedReader
+) -> None:
+    lookups = PullLookups(failures=0)
+    replica = watches(store, reader, lookups)
+    try:
+        for code in ("code-a", "code-b", "code-c"):
+            await replica.claimed(KEY, code, 2_000_000_000)
+            reader.printed.append(code)
+            assert (await sighting(store, code))["pull_request_number"] == str(PULL.number)
+        assert lookups.calls == 1
+    finally:
+        await replica.close()
+
+
+async def test_a_failed_pull_request_lookup_is_tried_again_at_the_next_sighting(
+    store: MemoryStore, reader: ScriptedReader
+) -> None:
+    lookups = PullLookups(failures=1)
+    replica = watches(store, reader, lookups)
+    try:
+        await replica.claimed(KEY, "code-a", 2_000_000_000)
+        await replica.claimed(KEY, "code-b", 2_000_000_000)
+        reader.printed.append("code-a")
+        assert "pull_request_number" not in await sighting(store, "code-a")
+        reader.printed.append("code-b")
+        assert (await sighting(store, "code-b"))["pull_request_number"] == str(PULL.number)
+        assert lookups.calls == 2
+    finally:
+        await replica.close()
