@@ -4,6 +4,7 @@ import signal
 import time
 
 import pytest
+import redis.asyncio
 
 from issuer.store import (
     Bump,
@@ -276,3 +277,33 @@ async def test_write_many_of_nothing_writes_nothing(store: Store) -> None:
     await store.write_many([])
     await store.write_many([HashPut("h", {})])
     assert await store.hash_get_all("h") == {}
+
+
+async def test_calls_made_together_share_one_connection(redis_url: str) -> None:
+    admin = redis.asyncio.Redis.from_url(redis_url)
+    store = RedisStore.from_url(redis_url)
+    try:
+        before = (await admin.info("stats"))["total_connections_received"]
+        await store.set("together", b"v")
+        values = await asyncio.gather(*(store.get("together") for _ in range(100)))
+        assert values == [b"v"] * 100
+        assert (await admin.info("stats"))["total_connections_received"] == before + 1
+    finally:
+        await store.close()
+        await admin.aclose()
+
+
+async def test_a_failing_call_fails_alone_among_calls_made_together(redis_url: str) -> None:
+    store = RedisStore.from_url(redis_url)
+    try:
+        await store.hash_set("a-hash", "f", b"1")
+        await store.set("a-value", b"2")
+        wrong, right = await asyncio.gather(
+            store.get("a-hash"),  # WRONGTYPE: a hash read as a value
+            store.get("a-value"),
+            return_exceptions=True,
+        )
+        assert isinstance(wrong, StoreUnavailable) and str(wrong) == "ResponseError"
+        assert right == b"2"
+    finally:
+        await store.close()

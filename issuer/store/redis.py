@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
@@ -55,6 +55,11 @@ def _ms(ttl: float) -> int:
     return max(1, math.ceil(ttl * 1000))
 
 
+def _commands(write: Write) -> int:
+    """How many commands :func:`_queue` adds for ``write``."""
+    return 0 if isinstance(write, HashPut) and not write.fields else 1
+
+
 def _queue(pipe: Any, write: Write) -> None:
     """Add ``write`` to a redis-py pipeline, each write one command (scripts where a write
     needs two steps, so that each stays atomic)."""
@@ -80,8 +85,6 @@ POOL_CONNECTIONS = 64
 WIDE_POOL_CONNECTIONS = 1024
 OPERATION_TIMEOUT = 5.0  # seconds for one store call: waiting for a connection, and the call
 CONNECT_TIMEOUT = 5.0
-
-T = TypeVar("T")
 
 
 class StoreUnavailable(Exception):
@@ -117,62 +120,117 @@ def connect(url: str) -> Any:
     return aioredis.Redis(connection_pool=pool)
 
 
+Queue = Callable[[Any], None]  # adds one store call's commands to a redis-py pipeline
+
+
 class RedisStore:
-    """Every call is bounded by ``timeout`` seconds, and at most ``POOL_CONNECTIONS`` run at
-    once: a burst (a thousand long polls waking together) waits for its turn instead of
-    failing, as redis-py's own pool would at its limit."""
+    """Store calls made in the same turn of the event loop share one round trip: under load
+    (a thousand claims, exchanges and looks at once) a pipeline serves many calls, and the
+    cost of a round trip (a connection from the pool, a system call each way) is paid once.
+
+    Every round trip is bounded by ``timeout`` seconds, and at most ``POOL_CONNECTIONS`` are
+    in flight at once: a burst waits for its turn instead of failing, as redis-py's own pool
+    would at its limit."""
 
     def __init__(self, client: Any, *, timeout: float = OPERATION_TIMEOUT) -> None:
         self._redis = client
         self._timeout = timeout
         self._turns = asyncio.Semaphore(POOL_CONNECTIONS)
-
-    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()`` in its turn, within the timeout; StoreUnavailable if Redis fails it."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                async with self._turns:
-                    return await call()
-        except TimeoutError as exc:
-            raise StoreUnavailable("TimeoutError") from exc
-        except RedisError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
+        self._cluster = hasattr(client, "mget_nonatomic")  # keys may span nodes
+        self._waiting: list[tuple[Queue, int, asyncio.Future[list[Any]]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
         return cls(connect(url))
 
+    async def _run(self, queue: Queue, count: int) -> list[Any]:
+        """The answers to the ``count`` commands ``queue`` adds to a pipeline, sent in the
+        next round trip with those of every other call made meanwhile. StoreUnavailable if
+        Redis fails the round trip or one of these commands."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[list[Any]] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._send_waiting)
+        self._waiting.append((queue, count, answer))
+        return await answer
+
+    def _send_waiting(self) -> None:
+        batch, self._waiting = self._waiting, []
+        task = asyncio.create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[Queue, int, asyncio.Future[list[Any]]]]) -> None:
+        failure: StoreUnavailable
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._turns:
+                    # Not a transaction: a Cluster pipeline sends each command to its node.
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for queue, _, _ in batch:
+                            queue(pipe)
+                        answers = await pipe.execute(raise_on_error=False)
+        except TimeoutError:
+            failure = StoreUnavailable("TimeoutError")
+        except RedisError as exc:
+            failure = StoreUnavailable(type(exc).__name__)
+        except BaseException:
+            for _, _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(StoreUnavailable("closed"))
+            raise
+        else:
+            start = 0
+            for _, count, answer in batch:
+                mine, start = answers[start : start + count], start + count
+                if answer.done():  # its caller gave up
+                    continue
+                error = next((a for a in mine if isinstance(a, Exception)), None)
+                if error is None:
+                    answer.set_result(mine)
+                else:
+                    answer.set_exception(StoreUnavailable(type(error).__name__))
+            return
+        for _, _, answer in batch:
+            if not answer.done():
+                answer.set_exception(failure)
+
     async def get(self, key: str) -> bytes | None:
-        return _bytes(await self._call(lambda: self._redis.get(key)))
+        [value] = await self._run(lambda pipe: pipe.get(key), 1)
+        return _bytes(value)
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         if not keys:
             return []
-        if hasattr(self._redis, "mget_nonatomic"):  # a Cluster: keys span slots
-            values = await self._call(lambda: self._redis.mget_nonatomic(keys))
+        if self._cluster:
+
+            def each(pipe: Any) -> None:
+                for key in keys:
+                    pipe.get(key)
+
+            values = await self._run(each, len(keys))
         else:
-            values = await self._call(lambda: self._redis.mget(keys))
+            [values] = await self._run(lambda pipe: pipe.mget(keys), 1)
         return [_bytes(value) for value in values]
 
     async def read_many(
         self, reads: Sequence[Get | HashGet], *, writes: Sequence[Write] = ()
     ) -> list[bytes | None]:
-        if not reads and not writes:
+        count = len(reads) + sum(_commands(write) for write in writes)
+        if not count:
             return []
 
-        async def pipelined() -> list[Any]:
-            # Not a transaction: a Cluster pipeline sends each command to its slot's node.
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for read in reads:
-                    if isinstance(read, HashGet):
-                        pipe.hget(read.key, read.field)
-                    else:
-                        pipe.get(read.key)
-                for write in writes:
-                    _queue(pipe, write)
-                return list(await pipe.execute())
+        def queue(pipe: Any) -> None:
+            for read in reads:
+                if isinstance(read, HashGet):
+                    pipe.hget(read.key, read.field)
+                else:
+                    pipe.get(read.key)
+            for write in writes:
+                _queue(pipe, write)
 
-        values = await self._call(pipelined)
+        values = await self._run(queue, count)
         return [_bytes(value) for value in values[: len(reads)]]
 
     async def write_many(self, writes: Sequence[Write]) -> None:
@@ -182,47 +240,58 @@ class RedisStore:
         self, key: str, value: bytes, *, ttl: float | None = None, only_if_absent: bool = False
     ) -> bool:
         px = None if ttl is None else _ms(ttl)
-        return bool(await self._call(lambda: self._redis.set(key, value, px=px, nx=only_if_absent)))
+        [written] = await self._run(lambda pipe: pipe.set(key, value, px=px, nx=only_if_absent), 1)
+        return bool(written)
 
     async def compare_and_set(
         self, key: str, expected: bytes | None, new: bytes, *, ttl: float | None = None
     ) -> bool:
         absent = b"1" if expected is None else b"0"
         px = b"" if ttl is None else str(_ms(ttl)).encode()
-        written = await self._call(
-            lambda: self._redis.eval(_COMPARE_AND_SET, 1, key, absent, expected or b"", new, px)
+        [written] = await self._run(
+            lambda pipe: pipe.eval(_COMPARE_AND_SET, 1, key, absent, expected or b"", new, px), 1
         )
         return bool(written)
 
     async def delete(self, key: str) -> bool:
-        return bool(await self._call(lambda: self._redis.delete(key)))
+        [deleted] = await self._run(lambda pipe: pipe.delete(key), 1)
+        return bool(deleted)
 
     async def incr(self, key: str, *, ttl: float) -> int:
-        return int(await self._call(lambda: self._redis.eval(_INCR, 1, key, _ms(ttl))))
+        [count] = await self._run(lambda pipe: pipe.eval(_INCR, 1, key, _ms(ttl)), 1)
+        return int(count)
 
     async def hash_set(
         self, key: str, field: str, value: bytes, *, ttl: float | None = None
     ) -> bool:
         px = b"" if ttl is None else str(_ms(ttl)).encode()
-        return bool(await self._call(lambda: self._redis.eval(_HASH_SET, 1, key, px, field, value)))
+        [new] = await self._run(lambda pipe: pipe.eval(_HASH_SET, 1, key, px, field, value), 1)
+        return bool(new)
 
     async def hash_get(self, key: str, field: str) -> bytes | None:
-        return _bytes(await self._call(lambda: self._redis.hget(key, field)))
+        [value] = await self._run(lambda pipe: pipe.hget(key, field), 1)
+        return _bytes(value)
 
     async def hash_get_all(self, key: str) -> dict[str, bytes]:
-        found = await self._call(lambda: self._redis.hgetall(key))
+        [found] = await self._run(lambda pipe: pipe.hgetall(key), 1)
         return {field.decode(): bytes(value) for field, value in found.items()}
 
     async def hash_delete(self, key: str, *fields: str) -> int:
         if not fields:
             return 0
-        return int(await self._call(lambda: self._redis.hdel(key, *fields)))
+        [removed] = await self._run(lambda pipe: pipe.hdel(key, *fields), 1)
+        return int(removed)
 
     async def ping(self) -> bool:
+        # Not through a pipeline: a Cluster pipeline has no node to send a keyless PING to.
         try:
-            return bool(await self._call(lambda: self._redis.ping()))
-        except (StoreUnavailable, OSError):
+            async with asyncio.timeout(self._timeout):
+                return bool(await self._redis.ping())
+        except (TimeoutError, RedisError, OSError):
             return False
 
     async def close(self) -> None:
+        await asyncio.sleep(0)  # calls made just before: their round trip starts now
+        if self._sending:
+            await asyncio.wait(self._sending, timeout=self._timeout)
         await self._redis.aclose()
