@@ -118,8 +118,10 @@ class IssuerProcess:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("issuer did not become ready")
+                pass
+            time.sleep(0.1)
+        # Not left running: a process that never became ready is nobody's to stop later.
+        raise RuntimeError(f"issuer did not become ready: {self.stop()}")
 
     def stop(self) -> str:
         if self.process.poll() is None:
