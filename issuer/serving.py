@@ -22,11 +22,18 @@ def bound_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
 
 
 class BackgroundServer:
-    """One uvicorn server, on one or more sockets, running in its own thread and event loop."""
+    """One uvicorn server, on one or more sockets, running in its own thread and event loop.
 
-    def __init__(self, app: ASGIApp, sockets: list[socket.socket] | None = None) -> None:
+    ``http`` is uvicorn's HTTP implementation: h11 by default, as the services run in
+    production; "auto" takes httptools when it is installed."""
+
+    def __init__(
+        self, app: ASGIApp, sockets: list[socket.socket] | None = None, *, http: str = "h11"
+    ) -> None:
         self.sockets = sockets or [bound_socket()]
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="on", access_log=False, http=http
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)
 

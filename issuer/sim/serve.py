@@ -12,8 +12,11 @@ from issuer.sim.simulator import GitHubSim
 def serve_sim(sim: GitHubSim, host: str = "127.0.0.1", port: int = 0) -> BackgroundServer:
     """Start serving `sim`: `url_of(0)` is the API host, `url_of(1)` the blob host the job-log
     302s point at (a different host:port, as on GitHub)."""
+    # GitHub's stand-in, not a service: httptools when installed (the test extra has it),
+    # because the simulator's HTTP parsing is a third of its CPU, taken from the issuer's
+    # replicas when a benchmark shares the machine with them.
     server = BackgroundServer(
-        create_sim_app(sim), sockets=[bound_socket(host, port), bound_socket(host, 0)]
+        create_sim_app(sim), sockets=[bound_socket(host, port), bound_socket(host, 0)], http="auto"
     )
     sim.blob_base_url = server.url_of(1)
     return server.start()
