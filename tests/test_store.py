@@ -307,3 +307,25 @@ async def test_a_failing_call_fails_alone_among_calls_made_together(redis_url: s
         assert right == b"2"
     finally:
         await store.close()
+
+
+async def test_a_ping_while_every_turn_is_taken_waits_for_one() -> None:
+    server = RedisServer()
+    store = RedisStore(connect(server.url), timeout=5)
+    try:
+        await store.set("k", b"v")
+        os.kill(server.pid, signal.SIGSTOP)  # every round trip below hangs until SIGCONT
+        try:
+            gets = []
+            for _ in range(POOL_CONNECTIONS + 8):  # each in its own round trip
+                gets.append(asyncio.ensure_future(store.get("k")))
+                await asyncio.sleep(0.001)
+            ping = asyncio.ensure_future(store.ping())
+            await asyncio.sleep(0.2)
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        assert await ping is True
+        assert await asyncio.gather(*gets) == [b"v"] * (POOL_CONNECTIONS + 8)
+    finally:
+        await store.close()
+        server.stop()

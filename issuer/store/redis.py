@@ -83,7 +83,7 @@ def _bytes(value: Any) -> bytes | None:
 
 POOL_CONNECTIONS = 64
 WIDE_POOL_CONNECTIONS = 1024
-OPERATION_TIMEOUT = 5.0  # seconds for one store call: waiting for a connection, and the call
+OPERATION_TIMEOUT = 5.0  # seconds for one round trip: waiting for its turn, and the pipeline
 CONNECT_TIMEOUT = 5.0
 
 
@@ -284,9 +284,11 @@ class RedisStore:
 
     async def ping(self) -> bool:
         # Not through a pipeline: a Cluster pipeline has no node to send a keyless PING to.
+        # In its turn all the same: the pool has a connection for each turn, no more.
         try:
             async with asyncio.timeout(self._timeout):
-                return bool(await self._redis.ping())
+                async with self._turns:
+                    return bool(await self._redis.ping())
         except (TimeoutError, RedisError, OSError):
             return False
 
