@@ -43,6 +43,21 @@ def _abuse(request: Request) -> AbuseControls:
     return abuse
 
 
+def _client_address(request: Request) -> str:
+    """The caller's address as the abuse controls count it (proxies believed as configured)."""
+    return _abuse(request).client_address(
+        request.client.host if request.client else None,
+        request.headers.getlist("x-forwarded-for"),
+    )
+
+
+def _pending(description: str, retry_after: int) -> Response:
+    """202: not yet, ask again after ``retry_after`` seconds."""
+    body = {"status": "pending", "error_description": description, "retry_after": retry_after}
+    headers = {"Cache-Control": "no-store", "Retry-After": str(retry_after)}
+    return JSONResponse(body, status_code=202, headers=headers)
+
+
 async def claim(request: Request) -> Response:
     service = _service(request)
     abuse = _abuse(request)
@@ -51,12 +66,8 @@ async def claim(request: Request) -> Response:
     except ApiError:
         CLAIMS.labels("invalid").inc()
         raise
-    address = abuse.client_address(
-        request.client.host if request.client else None,
-        request.headers.getlist("x-forwarded-for"),
-    )
     try:
-        await abuse.check_claim(address, claim_request)
+        await abuse.check_claim(_client_address(request), claim_request)
     except ApiError:
         CLAIMS.labels("refused").inc()
         raise
@@ -89,13 +100,7 @@ async def exchange(request: Request) -> Response:
         body = {"token": outcome.token, "token_type": TOKEN_TYPE, "expires_in": outcome.expires_in}
         return JSONResponse(body, headers=headers)
     EXCHANGES.labels("pending").inc()
-    headers["Retry-After"] = str(outcome.retry_after)
-    pending = {
-        "status": "pending",
-        "error_description": outcome.description,
-        "retry_after": outcome.retry_after,
-    }
-    return JSONResponse(pending, status_code=202, headers=headers)
+    return _pending(outcome.description, outcome.retry_after)
 
 
 async def relay(request: Request) -> Response:
@@ -104,12 +109,7 @@ async def relay(request: Request) -> Response:
     service = _service(request)
     slot = parse_relay_path(request.path_params)
     wait = _wait_seconds(request)
-    abuse = _abuse(request)
-    address = abuse.client_address(
-        request.client.host if request.client else None,
-        request.headers.getlist("x-forwarded-for"),
-    )
-    await service.claims.relay.check_rate(address)
+    await service.claims.relay.check_rate(_client_address(request))
     outcome = await service.claims.relay.relay(slot, wait)
     headers = {"Cache-Control": "no-store"}
     if isinstance(outcome, Relayed):
@@ -119,13 +119,7 @@ async def relay(request: Request) -> Response:
             "expires_at": outcome.expires_at,
         }
         return JSONResponse(body, headers=headers)
-    headers["Retry-After"] = str(outcome.retry_after)
-    pending = {
-        "status": "pending",
-        "error_description": outcome.description,
-        "retry_after": outcome.retry_after,
-    }
-    return JSONResponse(pending, status_code=202, headers=headers)
+    return _pending(outcome.description, outcome.retry_after)
 
 
 class _PreparedResponse(Response):

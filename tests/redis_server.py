@@ -15,30 +15,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def start_redis(port: int, directory: str, *options: str) -> subprocess.Popen[bytes]:
+    """A quiet redis-server on 127.0.0.1:``port``, its files in ``directory``, no snapshots;
+    ``options`` add to (or override) that, as redis-server's own ``--name value`` pairs."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: run the README's test command")
+    base = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", directory]
+    return subprocess.Popen(
+        [*base, *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 class RedisServer:
     def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed: run the README's test command")
         self.port = free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="issuer-redis-")
-        self._process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self._dir.name,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        self._process = start_redis(self.port, self._dir.name, "--appendonly", "no")
         self._wait_ready()
 
     @property

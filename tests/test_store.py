@@ -1,7 +1,12 @@
+from __future__ import annotations
+
 import asyncio
 import os
 import signal
 import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -205,14 +210,38 @@ async def test_a_redis_error_in_read_many_is_store_unavailable(redis_url: str) -
         await store.close()
 
 
-async def test_a_burst_beyond_the_connection_limit_waits_for_its_turn(redis_url: str) -> None:
-    store = RedisStore.from_url(redis_url)
+@dataclass
+class TurnsTaken:
+    store: RedisStore
+    gets: list[asyncio.Future[Any]]  # more than there are turns, each its own round trip
+    resume: Callable[[], None]  # Redis answers again
+
+
+@pytest.fixture
+async def every_turn_taken() -> AsyncIterator[TurnsTaken]:
+    """A store whose Redis stopped answering while more round trips than there are turns were
+    under way; it answers again when the test resumes it, or at the end."""
+    server = RedisServer()
+    store = RedisStore(connect(server.url), timeout=5)
+    await store.set("k", b"v")
+    os.kill(server.pid, signal.SIGSTOP)
+    gets: list[asyncio.Future[Any]] = []
     try:
-        await store.set("burst", b"v")
-        values = await asyncio.gather(*(store.get("burst") for _ in range(4 * POOL_CONNECTIONS)))
-        assert values == [b"v"] * (4 * POOL_CONNECTIONS)
+        for _ in range(POOL_CONNECTIONS + 8):
+            gets.append(asyncio.ensure_future(store.get("k")))
+            await asyncio.sleep(0.001)  # the next turn of the event loop: a round trip each
+        yield TurnsTaken(store, gets, lambda: os.kill(server.pid, signal.SIGCONT))
     finally:
+        os.kill(server.pid, signal.SIGCONT)
+        await asyncio.gather(*gets, return_exceptions=True)
         await store.close()
+        server.stop()
+
+
+async def test_round_trips_beyond_the_turns_wait_for_one(every_turn_taken: TurnsTaken) -> None:
+    await asyncio.sleep(0.2)
+    every_turn_taken.resume()
+    assert await asyncio.gather(*every_turn_taken.gets) == [b"v"] * (POOL_CONNECTIONS + 8)
 
 
 async def test_a_redis_that_stops_answering_is_store_unavailable_within_the_timeout() -> None:
@@ -309,23 +338,10 @@ async def test_a_failing_call_fails_alone_among_calls_made_together(redis_url: s
         await store.close()
 
 
-async def test_a_ping_while_every_turn_is_taken_waits_for_one() -> None:
-    server = RedisServer()
-    store = RedisStore(connect(server.url), timeout=5)
-    try:
-        await store.set("k", b"v")
-        os.kill(server.pid, signal.SIGSTOP)  # every round trip below hangs until SIGCONT
-        try:
-            gets = []
-            for _ in range(POOL_CONNECTIONS + 8):  # each in its own round trip
-                gets.append(asyncio.ensure_future(store.get("k")))
-                await asyncio.sleep(0.001)
-            ping = asyncio.ensure_future(store.ping())
-            await asyncio.sleep(0.2)
-        finally:
-            os.kill(server.pid, signal.SIGCONT)
-        assert await ping is True
-        assert await asyncio.gather(*gets) == [b"v"] * (POOL_CONNECTIONS + 8)
-    finally:
-        await store.close()
-        server.stop()
+async def test_a_ping_while_every_turn_is_taken_waits_for_one(
+    every_turn_taken: TurnsTaken,
+) -> None:
+    ping = asyncio.ensure_future(every_turn_taken.store.ping())
+    await asyncio.sleep(0.2)
+    every_turn_taken.resume()
+    assert await ping is True

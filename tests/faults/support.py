@@ -8,7 +8,6 @@ import asyncio
 import base64
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,14 +22,7 @@ import httpx
 import redis
 
 from tests.e2e.harness import GITHUB_TOKEN, IssuerProcess
-from tests.redis_server import free_port
-
-
-def _redis_binary() -> str:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed: run the README's test command")
-    return binary
+from tests.redis_server import free_port, start_redis
 
 
 def _wait_for_ping(port: int, timeout: float = 10) -> None:
@@ -61,24 +53,8 @@ class PersistentRedis:
 
     def start(self) -> None:
         """Start (or restart) on the same port with the same directory."""
-        self._process = subprocess.Popen(
-            [
-                _redis_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                self._dir.name,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self._process = start_redis(
+            self.port, self._dir.name, "--appendonly", "yes", "--appendfsync", "always"
         )
         _wait_for_ping(self.port)
 
@@ -106,26 +82,15 @@ class RedisCluster:
             node_dir = os.path.join(self._dir.name, str(port))
             os.mkdir(node_dir)
             self._processes.append(
-                subprocess.Popen(
-                    [
-                        _redis_binary(),
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        node_dir,
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                start_redis(
+                    port,
+                    node_dir,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--appendonly",
+                    "no",
                 )
             )
         try:
