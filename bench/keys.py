@@ -7,7 +7,7 @@
    (raw keep-alive HTTP/1.1 over asyncio sockets, N connections) alternates between
    ``/.well-known/jwks`` and ``/bare`` in rounds, so both meet the same server, machine and
    noise. Ratio = JWKS requests/second / bare requests/second.
-2. In this process: tokens signed per second through ``issuer.tokens.sign`` with the
+2. In this process: tokens signed per second through ``issuer.oidc.tokens.sign`` with the
    keyring's signing key (header, claims JSON, base64url, signature), against
    ``cryptography`` signing the very signing input of such a token. Ratio = issuer / raw.
 """
@@ -26,9 +26,9 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
-from issuer.keys import KeyPolicy, Keys
+from issuer.oidc.keys import KeyPolicy, Keys
+from issuer.oidc.tokens import sign
 from issuer.store import MemoryStore
-from issuer.tokens import sign
 
 PATHS = {"jwks": "/.well-known/jwks", "bare": "/bare"}
 
@@ -40,9 +40,9 @@ def serve(port: int, ready: Any) -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from issuer.app import create_app
-    from issuer.config import IssuerConfig
-    from issuer.service import IssuerService
+    from issuer.oidc.app import create_app
+    from issuer.oidc.config import IssuerConfig
+    from issuer.oidc.service import IssuerService
 
     bare_body: list[bytes] = [b""]
 

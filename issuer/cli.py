@@ -10,7 +10,7 @@ import sys
 
 from issuer.builder import cli as builder_cli
 from issuer.client import cli as token_cli
-from issuer.config import ConfigError, IssuerConfig
+from issuer.oidc.config import ConfigError, IssuerConfig
 
 
 def _config_or_none() -> IssuerConfig | None:
@@ -23,12 +23,12 @@ def _config_or_none() -> IssuerConfig | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from issuer.abuse import AbuseConfig
-    from issuer.app import begin_shutdown, create_app
-    from issuer.claims import MAX_WAIT
-    from issuer.http import DrainingServer, server_config
-    from issuer.logs import configure_json_logging
-    from issuer.service import IssuerService
+    from issuer.oidc.abuse import AbuseConfig
+    from issuer.oidc.app import begin_shutdown, create_app
+    from issuer.oidc.claims import MAX_WAIT
+    from issuer.oidc.service import IssuerService
+    from issuer.web.http import DrainingServer, server_config
+    from issuer.web.logs import configure_json_logging
 
     config = _config_or_none()
     if config is None:
@@ -54,7 +54,7 @@ def _config_check(args: argparse.Namespace) -> int:
     """``issuer config check``: every effective setting, secrets shown only as set or unset."""
     from dataclasses import fields
 
-    from issuer.abuse import AbuseConfig
+    from issuer.oidc.abuse import AbuseConfig
 
     try:
         settings = (IssuerConfig.from_env(os.environ), AbuseConfig.from_env(os.environ))
@@ -91,8 +91,8 @@ def _github_sim(args: argparse.Namespace) -> int:
 
 def _keys(args: argparse.Namespace) -> int:
     """``issuer keys list | rotate | retire KID``: on the keyring shared through Redis."""
-    from issuer.keys import Keys, UnknownKey
-    from issuer.service import key_policy
+    from issuer.oidc.keys import Keys, UnknownKey
+    from issuer.oidc.service import key_policy
     from issuer.store import RedisStore
 
     config = _config_or_none()

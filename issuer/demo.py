@@ -19,14 +19,14 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from issuer.app import create_app
 from issuer.builder.demo import run_builder_steps
 from issuer.client.workflow import RunIdentity, WorkflowClient
-from issuer.config import IssuerConfig
-from issuer.service import IssuerService
-from issuer.serving import BackgroundServer, bound_socket
+from issuer.oidc.app import create_app
+from issuer.oidc.config import IssuerConfig
+from issuer.oidc.service import IssuerService
 from issuer.sim import GitHubSim, SimSettings
 from issuer.sim.serve import serve_sim
+from issuer.web.serving import BackgroundServer, bound_socket
 
 AUDIENCE = "https://builder.example"
 DEMO_GITHUB_TOKEN = "ghp_demo_" + "0" * 27
@@ -71,7 +71,7 @@ def verify_through_discovery(token: str, issuer_url: str, audience: str) -> dict
 def run_demo(out: Callable[[str], None] = print) -> int:
     narrator = Narrator(11, out)
     logging.basicConfig(level=logging.WARNING, format="      issuer: %(message)s")
-    logging.getLogger("issuer.claims").setLevel(logging.INFO)
+    logging.getLogger("issuer.oidc.claims").setLevel(logging.INFO)
     servers: list[BackgroundServer] = []
     try:
         return _run(narrator, servers)

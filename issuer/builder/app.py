@@ -24,10 +24,10 @@ from issuer.builder.relationships import (
     parse_relationship,
 )
 from issuer.builder.service import BuilderService
-from issuer.errors import ApiError
-from issuer.http import EXCEPTION_HANDLERS, AccessLog, BodyLimit, on_store_error, read_json
-from issuer.openapi import openapi_endpoint
 from issuer.store import StoreUnavailable
+from issuer.web.errors import ApiError
+from issuer.web.http import EXCEPTION_HANDLERS, AccessLog, BodyLimit, on_store_error, read_json
+from issuer.web.openapi import openapi_endpoint
 
 ServiceFactory = Callable[[], Awaitable[BuilderService]]
 MAX_ADMIN_BODY = 256 * 1024

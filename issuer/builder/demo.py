@@ -22,8 +22,8 @@ from issuer.builder.app import create_app
 from issuer.builder.config import BuilderConfig
 from issuer.builder.exchange import GRANT_TYPE
 from issuer.builder.service import BuilderService
-from issuer.serving import BackgroundServer, bound_socket
 from issuer.store import MemoryStore
+from issuer.web.serving import BackgroundServer, bound_socket
 
 BUILD_SCRIPT = """\
 echo "building $(cat hello.txt) in $(pwd)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from issuer.errors import ApiError
+from issuer.web.errors import ApiError
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, unquote
 from starlette.requests import Request
 
 from issuer.builder import errors
-from issuer.errors import ApiError
+from issuer.web.errors import ApiError
 
 MAX_FORM = 16 * 1024
 

@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from issuer.builder import errors
 from issuer.builder.context import Build, ContextError, build_environment, clear, unpack
-from issuer.errors import ApiError
+from issuer.web.errors import ApiError
 
 MAX_CONTEXT = 16 * 1024 * 1024
 EXIT_RELEASED, EXIT_EXPIRED, EXIT_STOPPED = 0, 3, 4

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from issuer.client.codes import ExitCode
 
 _STILL_RUNNING = re.compile(r"still running: ([^)]*)\)")
-# How the issuer says a relay slot was contested (issuer/relay.py, contested_description).
+# How the issuer says a relay slot was contested (issuer/oidc/relay.py, contested_description).
 _CONTESTED = re.compile(r"relay slot .* was claimed more than once")
 
 RELAY_PATTERN = (

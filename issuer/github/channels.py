@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from issuer.challenge import code_in_annotation, codes_in_log
 from issuer.github.client import GitHubClient
 from issuer.github.errors import GitHubNotFound
 from issuer.github.facts import JobFacts
+from issuer.oidc.challenge import code_in_annotation, codes_in_log
 
 
 @dataclass(frozen=True)

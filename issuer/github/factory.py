@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import httpx
 
-from issuer.config import IssuerConfig
 from issuer.github.app_auth import GitHubApp
 from issuer.github.client import GitHubClient
 from issuer.github.credentials import Credential, InstallationCredential
 from issuer.github.live import LiveLogChannel
+from issuer.oidc.config import IssuerConfig
 from issuer.store import Store
 
 

@@ -31,10 +31,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from issuer.challenge import clean, code_on_line
 from issuer.github.client import USER_AGENT
 from issuer.github.facts import JobFacts
 from issuer.github.metrics import GITHUB_WEB_REQUESTS
+from issuer.oidc.challenge import clean, code_on_line
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ _WARN_EVERY = 300.0
 def codes_in_lines(lines: list[str]) -> set[str]:
     """Challenge codes a step printed, from its live lines (as the web UI serves them: one
     entry each, maybe timestamped), skipping the echoed header of a ``run:`` step exactly as
-    :func:`issuer.challenge.codes_in_log` does."""
+    :func:`issuer.oidc.challenge.codes_in_log` does."""
     found: set[str] = set()
     in_header = False
     for raw in lines:

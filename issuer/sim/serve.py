@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from issuer.serving import BackgroundServer, bound_socket
 from issuer.sim.app import create_sim_app
 from issuer.sim.simulator import GitHubSim
+from issuer.web.serving import BackgroundServer, bound_socket
 
 
 def serve_sim(sim: GitHubSim, host: str = "127.0.0.1", port: int = 0) -> BackgroundServer:

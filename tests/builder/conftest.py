@@ -12,8 +12,8 @@ from issuer.builder.adminclient import AdminClient
 from issuer.builder.app import create_app
 from issuer.builder.config import BuilderConfig
 from issuer.builder.service import BuilderService
-from issuer.serving import BackgroundServer, bound_socket
 from issuer.store import RedisStore
+from issuer.web.serving import BackgroundServer, bound_socket
 from tests.builder.support import ADMIN_TOKEN, AUDIENCE, PROJECT, FakeIssuer
 from tests.redis_server import RedisServer
 

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from issuer.serving import BackgroundServer, bound_socket
+from issuer.web.serving import BackgroundServer, bound_socket
 
 AUDIENCE = "https://builder.example"
 PROJECT = "octo-org/octo-repo"

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from issuer.serving import BackgroundServer, bound_socket
 from issuer.sim import GitHubSim, SimSettings
 from issuer.sim.serve import serve_sim
+from issuer.web.serving import BackgroundServer, bound_socket
 from tests.builder.support import ADMIN_TOKEN, b64, context
 from tests.e2e.harness import GITHUB_TOKEN, IssuerProcess, fork_run
 from tests.redis_server import RedisServer

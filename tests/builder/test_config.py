@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from issuer.builder.config import BuilderConfig
-from issuer.config import ConfigError
+from issuer.oidc.config import ConfigError
 
 BASE = {
     "BUILDER_URL": "https://builder.example.com/",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from issuer.serving import BackgroundServer
 from issuer.sim import GitHubSim
+from issuer.web.serving import BackgroundServer
 from tests.e2e.conftest import github, http, issuer_url, pr, sim
 
 __all__ = ["github", "http", "issuer_url", "pr", "sim"]

@@ -10,8 +10,8 @@ from dataclasses import fields
 
 import pytest
 
-from issuer.abuse import AbuseConfig
-from issuer.config import IssuerConfig
+from issuer.oidc.abuse import AbuseConfig
+from issuer.oidc.config import IssuerConfig
 
 SECRETS = {
     "ISSUER_GITHUB_TOKEN": "ghp_config_check_secret",

@@ -5,9 +5,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from issuer.serving import BackgroundServer
 from issuer.sim import GitHubSim, SimSettings
 from issuer.sim.serve import serve_sim
+from issuer.web.serving import BackgroundServer
 from tests.e2e.harness import GITHUB_TOKEN, ForkRun, fork_run, issuer_in_thread
 
 

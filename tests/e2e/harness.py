@@ -15,12 +15,12 @@ from dataclasses import dataclass, replace
 
 import httpx
 
-from issuer.app import create_app
-from issuer.config import IssuerConfig
-from issuer.service import IssuerService
-from issuer.serving import BackgroundServer, bound_socket
+from issuer.oidc.app import create_app
+from issuer.oidc.config import IssuerConfig
+from issuer.oidc.service import IssuerService
 from issuer.sim import GitHubSim, SimJob, SimRepo, SimRun
 from issuer.store import MemoryStore, Store
+from issuer.web.serving import BackgroundServer, bound_socket
 
 GITHUB_TOKEN = "ghp_e2e_" + "x" * 28
 _names = itertools.count(1)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import httpx
 
-from issuer.serving import BackgroundServer
+from issuer.web.serving import BackgroundServer
 from tests.e2e.harness import ForkRun, issuer_in_thread
 
 

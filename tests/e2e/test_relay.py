@@ -12,11 +12,11 @@ import httpx
 import pytest
 import redis
 
-from issuer.errors import ApiError
-from issuer.relay import RelayLimits, RelayPending, RelaySlots, SlotKey, Verdict
-from issuer.serving import BackgroundServer
+from issuer.oidc.relay import RelayLimits, RelayPending, RelaySlots, SlotKey, Verdict
 from issuer.sim import GitHubSim
 from issuer.store import RedisStore, Store
+from issuer.web.errors import ApiError
+from issuer.web.serving import BackgroundServer
 from tests.e2e.harness import ForkRun, issuer_in_thread
 
 SLOT = "build"

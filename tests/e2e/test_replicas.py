@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from issuer.serving import BackgroundServer
+from issuer.web.serving import BackgroundServer
 from tests.e2e.harness import GITHUB_TOKEN, ForkRun, IssuerProcess
 
 

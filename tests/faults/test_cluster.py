@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from issuer.serving import BackgroundServer
 from issuer.sim import GitHubSim
+from issuer.web.serving import BackgroundServer
 from tests.e2e.harness import fork_run
 from tests.faults.support import RedisCluster, exchange_until_done, replica_env, replicas
 

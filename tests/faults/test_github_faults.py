@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from issuer.serving import BackgroundServer
 from issuer.sim import GitHubSim
 from issuer.store import RedisStore
+from issuer.web.serving import BackgroundServer
 from tests.e2e.harness import ForkRun, fork_run, issuer_in_thread
 from tests.faults.support import exchange_until_done
 

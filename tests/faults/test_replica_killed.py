@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from issuer.serving import BackgroundServer
 from issuer.sim import GitHubSim
+from issuer.web.serving import BackgroundServer
 from tests.client.runner import read_outputs, runner_env
 from tests.e2e.harness import fork_run
 from tests.faults.support import (

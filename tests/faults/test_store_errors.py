@@ -13,9 +13,9 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from issuer.serving import BackgroundServer
 from issuer.sim import GitHubSim
 from issuer.store import RedisStore, tagged
+from issuer.web.serving import BackgroundServer
 from tests.e2e.harness import ForkRun, fork_run, issuer_in_thread
 from tests.faults.support import exchange_until_done, wait_until
 

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from issuer.challenge import new_code, payload
 from issuer.github.facts import JobFacts
 from issuer.github.live import LiveLogChannel, codes_in_lines
+from issuer.oidc.challenge import new_code, payload
 from issuer.sim import GitHubSim, SimJob, SimRun
 from tests.github.support import API, BLOBS, UPSTREAM, WEB, RecordingTransport
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from issuer import metrics
 from issuer.github import metrics as github_metrics
+from issuer.oidc import metrics
 from issuer.sim import GitHubSim, SimRun
 from tests.github.conftest import MakeClient
 from tests.github.support import UPSTREAM

@@ -40,7 +40,7 @@ async def test_no_secret_reaches_a_log_line_an_exception_or_a_repr(
     app = GitHubApp(APP_ID, app_key, clock=clock)
     installation = InstallationCredential(app, INSTALLATION_ID, clock=clock)
     seen: list[str] = []
-    caplog.set_level(logging.WARNING, logger="httpx")  # as issuer.logs configures it
+    caplog.set_level(logging.WARNING, logger="httpx")  # as issuer.web.logs configures it
     caplog.set_level(logging.DEBUG)
     github = make_client((BAD_TOKEN, TOKEN), credentials=[installation])
     base = f"/repos/{UPSTREAM}/actions/runs/{fork_run.id}"

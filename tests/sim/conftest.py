@@ -6,8 +6,8 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from issuer.serving import BackgroundServer, bound_socket
 from issuer.sim import GitHubSim, SimRepo, SimRun, create_sim_app
+from issuer.web.serving import BackgroundServer, bound_socket
 from tests.sim.support import GITHUB_HEADERS, FakeClock
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from issuer.serving import BackgroundServer
 from issuer.sim import GitHubSim
+from issuer.web.serving import BackgroundServer
 from tests.sim.support import UPSTREAM, log_texts, read_log
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from issuer.serving import BackgroundServer
 from issuer.sim import GitHubSim, SimRun
+from issuer.web.serving import BackgroundServer
 from tests.sim.support import GITHUB_HEADERS, FakeClock, links
 
 

@@ -8,8 +8,8 @@ import httpx
 import pytest
 from githubkit_schemas.v2022_11_28.models import RateLimitOverview
 
-from issuer.serving import BackgroundServer
 from issuer.sim import GitHubSim, SimRun
+from issuer.web.serving import BackgroundServer
 from tests.sim.support import UPSTREAM, FakeClock
 
 

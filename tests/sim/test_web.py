@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from issuer.serving import BackgroundServer
 from issuer.sim import GitHubSim, SimJob, SimRun
+from issuer.web.serving import BackgroundServer
 from tests.sim.support import LOG_LINE
 
 SESSION = "sim-session-cookie-value"

@@ -7,10 +7,10 @@ only as its SHA-256, so the store holds no capability):
        │                                                      any state ──▶ expired
 
 Claims do not look at GitHub themselves: each registers its code with its run, and the one
-watcher of that run (:mod:`issuer.watch`) records every code it sees there. A look that
+watcher of that run (:mod:`issuer.oidc.watch`) records every code it sees there. A look that
 finds nothing, or fails, leaves the claim pending: only handing out its token uses it up.
 
-A claim may name a relay slot (:mod:`issuer.relay`): another job of the run prints its line.
+A claim may name a relay slot (:mod:`issuer.oidc.relay`): another job of the run prints its line.
 Such a claim gets its token only while it is its slot's one claim, checked right before the
 token is signed.
 """
@@ -29,16 +29,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from issuer import challenge
-from issuer.config import IssuerConfig
-from issuer.errors import ApiError, invalid_request
-from issuer.keys import SigningKey
-from issuer.metrics import CLAIMS, TOKENS
-from issuer.relay import SLOT, SLOT_RULE, RelaySlots, SlotKey, Verdict, contested_description
-from issuer.runs import FAILURE_REJECTED, FAILURE_UNAVAILABLE, Failure, RunKey, RunState, RunView
+from issuer.oidc import challenge
+from issuer.oidc.config import IssuerConfig
+from issuer.oidc.keys import SigningKey
+from issuer.oidc.metrics import CLAIMS, TOKENS
+from issuer.oidc.relay import SLOT, SLOT_RULE, RelaySlots, SlotKey, Verdict, contested_description
+from issuer.oidc.runs import (
+    FAILURE_REJECTED,
+    FAILURE_UNAVAILABLE,
+    Failure,
+    RunKey,
+    RunState,
+    RunView,
+)
+from issuer.oidc.tokens import sign, with_lifetime
+from issuer.oidc.watch import RunWatches
 from issuer.store import Get, Put, Store, Write, tagged
-from issuer.tokens import sign, with_lifetime
-from issuer.watch import RunWatches
+from issuer.web.errors import ApiError, invalid_request
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from issuer.github.client import GitHubClient
 from issuer.github.errors import GitHubNotFound, GitHubUnavailable
 from issuer.github.facts import JobFacts, MalformedAnswer, RunFacts
 from issuer.github.live import LiveLogChannel
-from issuer.runs import Memo, RunKey
+from issuer.oidc.runs import Memo, RunKey
 
 # A step that runs this long while an exchange waits has its annotations read mid-step.
 MID_STEP_READ = 2.0

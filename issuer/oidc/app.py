@@ -13,11 +13,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from issuer.abuse import AbuseConfig, AbuseControls
-from issuer.claims import TOKEN_TYPE, Issued, parse_claim_request, parse_relay_path
-from issuer.discovery import Prepared
-from issuer.errors import ApiError, invalid_request
-from issuer.http import (
+from issuer.oidc.abuse import AbuseConfig, AbuseControls
+from issuer.oidc.claims import TOKEN_TYPE, Issued, parse_claim_request, parse_relay_path
+from issuer.oidc.discovery import Prepared
+from issuer.oidc.metrics import CLAIMS, EXCHANGES
+from issuer.oidc.relay import Relayed
+from issuer.oidc.service import IssuerService
+from issuer.web.errors import ApiError, invalid_request
+from issuer.web.http import (
     EXCEPTION_HANDLERS,
     AccessLog,
     BodyLimit,
@@ -25,10 +28,7 @@ from issuer.http import (
     RequestMetrics,
     read_json,
 )
-from issuer.metrics import CLAIMS, EXCHANGES
-from issuer.openapi import openapi_endpoint
-from issuer.relay import Relayed
-from issuer.service import IssuerService
+from issuer.web.openapi import openapi_endpoint
 
 ServiceFactory = Callable[[], Awaitable[IssuerService]]
 
@@ -209,7 +209,7 @@ async def metrics(request: Request) -> Response:
 async def begin_shutdown(app: Starlette) -> None:
     """The process is about to exit: readiness turns false and open long polls answer now.
 
-    Called by :class:`issuer.http.DrainingServer` as soon as the exit signal arrives, before
+    Called by :class:`issuer.web.http.DrainingServer` as soon as the exit signal arrives, before
     connections are drained (the lifespan shutdown comes only after they closed)."""
     app.state.shutting_down = True
     service: IssuerService | None = getattr(app.state, "service", None)  # None before start

@@ -15,8 +15,8 @@ Over a limit: 429 ``rate_limited`` with ``Retry-After``. Optional allow and deny
 repositories (exact ``OWNER/REPO`` or a ``*``/``?`` wildcard pattern, matched against the
 whole name, case-insensitively; deny wins): 403 ``repository_not_allowed``.
 
-The settings are read here, with the strictness of :mod:`issuer.config`, until they join
-:class:`issuer.config.IssuerConfig`.
+The settings are read here, with the strictness of :mod:`issuer.oidc.config`, until they join
+:class:`issuer.oidc.config.IssuerConfig`.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from issuer.claims import ClaimRequest
-from issuer.config import ConfigError
-from issuer.errors import ApiError
-from issuer.metrics import CLAIMS_REFUSED
+from issuer.oidc.claims import ClaimRequest
+from issuer.oidc.config import ConfigError
+from issuer.oidc.metrics import CLAIMS_REFUSED
 from issuer.store import Store, tagged
+from issuer.web.errors import ApiError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

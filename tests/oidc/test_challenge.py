@@ -1,6 +1,6 @@
 """Finding the challenge line in logs shaped like GitHub's (GITHUB.md, 'What a log looks like')."""
 
-from issuer.challenge import (
+from issuer.oidc.challenge import (
     annotation_matches,
     challenge_line,
     find_in_log,

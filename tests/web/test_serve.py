@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from issuer.serving import BackgroundServer
-from tests.api.test_http import wait_for_open_long_poll
+from issuer.web.serving import BackgroundServer
 from tests.e2e.harness import GITHUB_TOKEN, ForkRun, IssuerProcess
+from tests.web.test_http import wait_for_open_long_poll
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from issuer.keys import JWKS_MAX_AGE, Keyring
+from issuer.oidc.keys import JWKS_MAX_AGE, Keyring
 
 CLAIMS_SUPPORTED = [
     "iss",

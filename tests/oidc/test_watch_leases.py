@@ -7,10 +7,10 @@ from typing import cast
 
 import pytest
 
-from issuer.runs import RunKey
+from issuer.oidc.runs import RunKey
+from issuer.oidc.watch import Pacing, RunWatches
+from issuer.oidc.watcher import RunReader
 from issuer.store import MemoryStore
-from issuer.watch import Pacing, RunWatches
-from issuer.watcher import RunReader
 
 KEY = RunKey("octo-org/octo-repo", 30433642, 1)
 

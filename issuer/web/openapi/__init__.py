@@ -5,7 +5,7 @@ e.g. ``builder.json``) and is served as prepared bytes by :func:`openapi_endpoin
 
     Route("/openapi.json", openapi_endpoint("builder"), methods=["GET"])
 
-``tests/api`` runs schemathesis against each live service with its document.
+``tests/web`` runs schemathesis against each live service with its document.
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import pytest
 from authlib.oidc.discovery import OpenIDProviderMetadata
 
-from issuer.app import create_app
-from issuer.config import IssuerConfig
-from issuer.discovery import publish
-from issuer.keys import KeyPolicy, Keyring
-from issuer.service import IssuerService
+from issuer.oidc.app import create_app
+from issuer.oidc.config import IssuerConfig
+from issuer.oidc.discovery import publish
+from issuer.oidc.keys import KeyPolicy, Keyring
+from issuer.oidc.service import IssuerService
 from issuer.store import MemoryStore
 
 with warnings.catch_warnings():  # starlette asks for httpx2 here; httpx is what is installed

@@ -7,7 +7,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from issuer.keys import KEYRING_KEY, KeyPolicy, Keyring, KeyUnwrapError, unwrap, wrap
+from issuer.oidc.keys import KEYRING_KEY, KeyPolicy, Keyring, KeyUnwrapError, unwrap, wrap
 from issuer.store import Store
 
 
@@ -76,7 +76,7 @@ async def test_a_token_signed_with_the_active_key_verifies_with_the_jwks(store: 
 def test_a_signing_key_repr_shows_no_key_material() -> None:
     from joserfc.jwk import RSAKey
 
-    from issuer.keys import SigningKey
+    from issuer.oidc.keys import SigningKey
 
     key = RSAKey.generate_key(2048, private=True)
     text = repr(SigningKey("kid", "RS256", key))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from issuer.abuse import AbuseConfig, AbuseControls
-from issuer.claims import ClaimRequest
-from issuer.config import ConfigError
-from issuer.errors import ApiError
+from issuer.oidc.abuse import AbuseConfig, AbuseControls
+from issuer.oidc.claims import ClaimRequest
+from issuer.oidc.config import ConfigError
 from issuer.store import MemoryStore, RedisStore, Store
+from issuer.web.errors import ApiError
 
 
 class Clock:

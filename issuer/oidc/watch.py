@@ -26,8 +26,8 @@ from typing import Any
 from issuer.github.channels import Sighting
 from issuer.github.errors import GitHubError, GitHubRateLimited, GitHubUnavailable
 from issuer.github.facts import PullRequestFacts, RunFacts
-from issuer.metrics import LOOKS
-from issuer.runs import (
+from issuer.oidc.metrics import LOOKS
+from issuer.oidc.runs import (
     FAILURE_REJECTED,
     FAILURE_UNAVAILABLE,
     Failure,
@@ -36,9 +36,9 @@ from issuer.runs import (
     RunState,
     RunView,
 )
+from issuer.oidc.tokens import identity_claims
+from issuer.oidc.watcher import Look, RunReader, RunRejected
 from issuer.store import Get, HashGet, Store, Write, tagged
-from issuer.tokens import identity_claims
-from issuer.watcher import Look, RunReader, RunRejected
 
 log = logging.getLogger(__name__)
 

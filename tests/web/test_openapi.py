@@ -24,14 +24,14 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.routing import Route
 
-from issuer.abuse import AbuseConfig
-from issuer.app import create_app
-from issuer.config import IssuerConfig
-from issuer.openapi import document
-from issuer.serving import BackgroundServer
+from issuer.oidc.abuse import AbuseConfig
+from issuer.oidc.app import create_app
+from issuer.oidc.config import IssuerConfig
 from issuer.sim import GitHubSim, SimSettings
 from issuer.sim.serve import serve_sim
-from tests.api.conftest import serve_issuer
+from issuer.web.openapi import document
+from issuer.web.serving import BackgroundServer
+from tests.web.conftest import serve_issuer
 
 CHECKS = [
     not_a_server_error,

@@ -12,10 +12,10 @@ import pytest
 from issuer.github.channels import ANNOTATION, Sighting
 from issuer.github.errors import GitHubUnavailable
 from issuer.github.facts import JobFacts, PullRequestFacts, RepoFacts, RunFacts
-from issuer.runs import Memo, RunKey
+from issuer.oidc.runs import Memo, RunKey
+from issuer.oidc.watch import Pacing, RunWatches
+from issuer.oidc.watcher import Look, RunReader
 from issuer.store import MemoryStore, tagged
-from issuer.watch import Pacing, RunWatches
-from issuer.watcher import Look, RunReader
 
 KEY = RunKey("octo-org/octo-repo", 30433642, 1)
 UPSTREAM = RepoFacts(1, "octo-org/octo-repo", False, "public", "octo-org", 10)

@@ -12,13 +12,13 @@ from dataclasses import replace
 
 from starlette.applications import Starlette
 
-from issuer.abuse import AbuseConfig
-from issuer.app import begin_shutdown, create_app
-from issuer.config import IssuerConfig
-from issuer.http import DrainingServer, server_config
-from issuer.service import IssuerService
-from issuer.serving import BackgroundServer, bound_socket
+from issuer.oidc.abuse import AbuseConfig
+from issuer.oidc.app import begin_shutdown, create_app
+from issuer.oidc.config import IssuerConfig
+from issuer.oidc.service import IssuerService
 from issuer.store import MemoryStore, Store
+from issuer.web.http import DrainingServer, server_config
+from issuer.web.serving import BackgroundServer, bound_socket
 from tests.e2e.conftest import github, http, pr, sim  # noqa: F401  (the same fixtures)
 from tests.e2e.harness import base_config
 

@@ -14,17 +14,17 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from issuer.abuse import AbuseConfig
-from issuer.app import begin_shutdown, create_app
-from issuer.config import IssuerConfig
-from issuer.logs import JsonFormatter, RequestIdFilter
-from issuer.service import IssuerService
-from issuer.serving import BackgroundServer, bound_socket
+from issuer.oidc.abuse import AbuseConfig
+from issuer.oidc.app import begin_shutdown, create_app
+from issuer.oidc.config import IssuerConfig
+from issuer.oidc.service import IssuerService
 from issuer.sim import GitHubSim
 from issuer.store import MemoryStore, RedisStore
-from tests.api.conftest import NO_LIMITS, IssuerServer, serve_issuer
+from issuer.web.logs import JsonFormatter, RequestIdFilter
+from issuer.web.serving import BackgroundServer, bound_socket
 from tests.e2e.harness import GITHUB_TOKEN, ForkRun, base_config, fork_run
 from tests.redis_server import RedisServer
+from tests.web.conftest import NO_LIMITS, IssuerServer, serve_issuer
 
 
 @pytest.fixture

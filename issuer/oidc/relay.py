@@ -43,9 +43,9 @@ from enum import Enum
 
 from prometheus_client import Counter
 
-from issuer import challenge
-from issuer.errors import ApiError
+from issuer.oidc import challenge
 from issuer.store import Store, tagged
+from issuer.web.errors import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from joserfc import jwt
 
 from issuer.github.channels import Sighting
 from issuer.github.facts import PullRequestFacts, RunFacts
-from issuer.keys import SigningKey
+from issuer.oidc.keys import SigningKey
 
 
 def runner_environment(runner_group_name: str | None) -> str | None:

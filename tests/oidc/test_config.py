@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from issuer.config import ConfigError, IssuerConfig
+from issuer.oidc.config import ConfigError, IssuerConfig
 
 KEK = base64.b64encode(b"k" * 32).decode()
 

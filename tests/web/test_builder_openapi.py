@@ -22,12 +22,12 @@ from issuer.builder.adminclient import AdminClient
 from issuer.builder.app import create_app
 from issuer.builder.buildtokens import BuildTokenInfo, BuildTokens
 from issuer.builder.registry import BuilderRecord, BuilderRegistry, credential_hash
-from issuer.openapi import document
 from issuer.store import RedisStore
-from tests.api.test_openapi import CHECKS
+from issuer.web.openapi import document
 from tests.builder.conftest import RunningService, exchange_form, start_service
 from tests.builder.support import ADMIN_TOKEN, PROJECT, FakeIssuer
 from tests.redis_server import RedisServer
+from tests.web.test_openapi import CHECKS
 
 BUILDER_ID = "b-00000000feedf00d"
 CREDENTIAL = "credential-of-the-recorded-builder"

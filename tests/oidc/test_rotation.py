@@ -12,8 +12,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from issuer.discovery import publish
-from issuer.keys import KEYRING_KEY, KeyPolicy, Keys, UnknownKey
+from issuer.oidc.discovery import publish
+from issuer.oidc.keys import KEYRING_KEY, KeyPolicy, Keys, UnknownKey
 from issuer.store import Store
 
 POLICY = KeyPolicy(rotation_period=1000, token_ttl=60, jwks_max_age=100, refresh_interval=5)

@@ -9,19 +9,19 @@ import os
 
 import httpx
 
-from issuer.claims import RETENTION, ClaimService
-from issuer.config import IssuerConfig
-from issuer.discovery import Published, publish
 from issuer.github.channels import AnnotationChannel, LogChannel
 from issuer.github.client import GitHubClient
 from issuer.github.factory import github_client_from_config, live_channel_from_config
 from issuer.github.facts import PullRequestFacts, RunFacts
 from issuer.github.live import LiveLogChannel
 from issuer.github.pulls import find_pull_request
-from issuer.keys import KeyPolicy, Keyring, Keys
+from issuer.oidc.claims import RETENTION, ClaimService
+from issuer.oidc.config import IssuerConfig
+from issuer.oidc.discovery import Published, publish
+from issuer.oidc.keys import KeyPolicy, Keyring, Keys
+from issuer.oidc.watch import RunWatches
+from issuer.oidc.watcher import RunReader
 from issuer.store import MemoryStore, RedisStore, Store
-from issuer.watch import RunWatches
-from issuer.watcher import RunReader
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The issuer service: claims, the run watcher, the challenge, signing keys and tokens."""
