@@ -29,7 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
     from issuer.builder.app import create_app
     from issuer.builder.config import BuilderConfig
     from issuer.builder.service import BuilderService
-    from issuer.oidc.config import ConfigError
+    from issuer.web.settings import ConfigError
 
     try:
         config = BuilderConfig.from_env(os.environ)

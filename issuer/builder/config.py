@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from issuer.oidc.config import ConfigError
+from issuer.web.settings import ConfigError
 
 ALLOWED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
 """Asymmetric algorithms only: ``none`` and every ``HS*`` can never be configured."""

@@ -1,15 +1,16 @@
 """The channels through which a run shows challenge codes: completed jobs' logs, and the
 annotations that ``::notice::`` makes. Each answers every code it finds, so that one read
-serves every claim waiting on the run."""
+serves every claim waiting on the run. What a challenge looks like is the issuer's to say: each
+channel is given the function that finds codes in what it reads."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from issuer.github.client import GitHubClient
 from issuer.github.errors import GitHubNotFound
 from issuer.github.facts import JobFacts
-from issuer.oidc.challenge import code_in_annotation, codes_in_log
 
 
 @dataclass(frozen=True)
@@ -31,13 +32,14 @@ class LogChannel:
 
     name = LOG
 
-    def __init__(self, github: GitHubClient) -> None:
+    def __init__(self, github: GitHubClient, find_codes: Callable[[str], Iterable[str]]) -> None:
         self._github = github
+        self._find_codes = find_codes
 
     async def codes(self, repository: str, job: JobFacts) -> set[str] | None:
         """The codes the job's steps printed; None while GitHub does not serve the log yet."""
         text = await self._github.download_log(repository, job.id)
-        return None if text is None else set(codes_in_log(text))
+        return None if text is None else set(self._find_codes(text))
 
 
 class AnnotationChannel:
@@ -45,8 +47,11 @@ class AnnotationChannel:
 
     name = ANNOTATION
 
-    def __init__(self, github: GitHubClient) -> None:
+    def __init__(
+        self, github: GitHubClient, code_in_message: Callable[[str | None], str | None]
+    ) -> None:
         self._github = github
+        self._code_in_message = code_in_message
 
     async def codes(self, repository: str, job: JobFacts) -> set[str]:
         try:
@@ -59,7 +64,7 @@ class AnnotationChannel:
         for annotation in annotations:
             if not isinstance(annotation, dict) or annotation.get("annotation_level") != "notice":
                 continue
-            code = code_in_annotation(annotation.get("message"))
+            code = self._code_in_message(annotation.get("message"))
             if code is not None:
                 found.add(code)
         return found

@@ -34,43 +34,21 @@ import httpx
 from issuer.github.client import USER_AGENT
 from issuer.github.facts import JobFacts
 from issuer.github.metrics import GITHUB_WEB_REQUESTS
-from issuer.oidc.challenge import clean, code_on_line
 
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "user_session"
-_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z ")
 _FULL_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 _STARTED = frozenset({"in_progress", "completed"})
 _CACHE_SIZE = 4096
 _WARN_EVERY = 300.0
 
 
-def codes_in_lines(lines: list[str]) -> set[str]:
-    """Challenge codes a step printed, from its live lines (as the web UI serves them: one
-    entry each, maybe timestamped), skipping the echoed header of a ``run:`` step exactly as
-    :func:`issuer.oidc.challenge.codes_in_log` does."""
-    found: set[str] = set()
-    in_header = False
-    for raw in lines:
-        first = raw.split("\n", 1)[0]  # later lines of an entry are never a line of their own
-        stamp = _TIMESTAMP.match(first)
-        text = clean(first[stamp.end() :] if stamp else first)
-        if text.startswith("##[group]Run "):
-            in_header = True
-            continue
-        if in_header:
-            if text.startswith("##[endgroup]"):
-                in_header = False
-            continue
-        code = code_on_line(text)
-        if code is not None:
-            found.add(code)
-    return found
-
-
 class LiveLogChannel:
-    """Challenge codes printed so far by a running job's steps, via the web UI."""
+    """Challenge codes printed so far by a running job's steps, via the web UI.
+
+    ``find_codes`` reads the codes in one step's live lines (the issuer's challenge matcher:
+    this module knows GitHub's web UI, not what a challenge looks like)."""
 
     name = "live"
 
@@ -80,6 +58,7 @@ class LiveLogChannel:
         session: str,
         *,
         limiter: asyncio.Semaphore,
+        find_codes: Callable[[list[str]], set[str]],
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
@@ -90,6 +69,7 @@ class LiveLogChannel:
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._cookie = f"{SESSION_COOKIE}={session}; __Host-user_session_same_site={session}"
         self._limiter = limiter
+        self._find_codes = find_codes
         self._clock = clock
         self._http = httpx.AsyncClient(
             headers={
@@ -134,7 +114,7 @@ class LiveLogChannel:
             lines = await self._lines(f"{base}/steps/{number}/backscroll")
             if lines is None:
                 continue
-            codes = codes_in_lines(lines)
+            codes = self._find_codes(lines)
             found |= codes
             if status == "completed":
                 self._remember((job.id, number), frozenset(codes))

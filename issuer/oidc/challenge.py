@@ -114,3 +114,26 @@ def code_in_annotation(message: str | None) -> str | None:
 
 def annotation_matches(message: str | None, code: str) -> bool:
     return code_in_annotation(message) == code
+
+
+def codes_in_lines(lines: list[str]) -> set[str]:
+    """Challenge codes a step printed, from its live lines (as the web UI serves them: one
+    entry each, maybe timestamped), skipping the echoed header of a ``run:`` step exactly as
+    codes_in_log does."""
+    found: set[str] = set()
+    in_header = False
+    for raw in lines:
+        first = raw.split("\n", 1)[0]  # later lines of an entry are never a line of their own
+        stamp = _TIMESTAMP.match(first)
+        text = clean(first[stamp.end() :] if stamp else first)
+        if text.startswith("##[group]Run "):
+            in_header = True
+            continue
+        if in_header:
+            if text.startswith("##[endgroup]"):
+                in_header = False
+            continue
+        code = code_on_line(text)
+        if code is not None:
+            found.add(code)
+    return found

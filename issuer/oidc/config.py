@@ -11,14 +11,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from issuer.github.app_auth import AppKeyError, load_app_key
+from issuer.web.settings import ConfigError
 
-
-class ConfigError(Exception):
-    """One setting is missing or malformed: the message names it and what is wrong."""
-
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"{variable}: {problem}")
-        self.variable = variable
+__all__ = ["ConfigError", "IssuerConfig"]
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,14 @@ import httpx
 
 from issuer.github.channels import AnnotationChannel, LogChannel
 from issuer.github.client import GitHubClient
-from issuer.github.factory import github_client_from_config, live_channel_from_config
 from issuer.github.facts import PullRequestFacts, RunFacts
 from issuer.github.live import LiveLogChannel
 from issuer.github.pulls import find_pull_request
+from issuer.oidc.challenge import code_in_annotation, codes_in_log
 from issuer.oidc.claims import RETENTION, ClaimService
 from issuer.oidc.config import IssuerConfig
 from issuer.oidc.discovery import Published, publish
+from issuer.oidc.github_access import github_client_from_config, live_channel_from_config
 from issuer.oidc.keys import KeyPolicy, Keyring, Keys
 from issuer.oidc.watch import RunWatches
 from issuer.oidc.watcher import RunReader
@@ -45,7 +46,10 @@ class IssuerService:
         self.published: Published = publish(config.issuer_url, keys.keyring)
         self._published_from = keys.keyring
         reader = RunReader(
-            github, logs=LogChannel(github), annotations=AnnotationChannel(github), live=live
+            github,
+            logs=LogChannel(github, codes_in_log),
+            annotations=AnnotationChannel(github, code_in_annotation),
+            live=live,
         )
 
         async def pull_request_of(run: RunFacts) -> PullRequestFacts | None:

@@ -22,10 +22,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from issuer.oidc.metrics import HTTP_IN_PROGRESS, HTTP_LATENCY, HTTP_REQUESTS
 from issuer.store import StoreUnavailable
 from issuer.web.errors import ApiError
 from issuer.web.logs import REQUEST_ID, request_id_from
+from issuer.web.metrics import HTTP_IN_PROGRESS, HTTP_LATENCY, HTTP_REQUESTS
 
 MAX_BODY = 16 * 1024
 MAX_TARGET = 2048

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 from joserfc.jwk import RSAKey
 
-from issuer.github.factory import github_client_from_config
 from issuer.oidc.config import IssuerConfig
+from issuer.oidc.github_access import github_client_from_config
 from issuer.sim import GitHubSim, SimSettings
 from issuer.sim.serve import serve_sim
 from issuer.store import MemoryStore

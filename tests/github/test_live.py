@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from issuer.github.facts import JobFacts
-from issuer.github.live import LiveLogChannel, codes_in_lines
-from issuer.oidc.challenge import new_code, payload
+from issuer.github.live import LiveLogChannel
+from issuer.oidc.challenge import codes_in_lines, new_code, payload
 from issuer.sim import GitHubSim, SimJob, SimRun
 from tests.github.support import API, BLOBS, UPSTREAM, WEB, RecordingTransport
 
@@ -25,7 +25,11 @@ async def make_channel(transport: RecordingTransport) -> AsyncIterator[MakeChann
 
     def make(session: str = SESSION, web_url: str = WEB) -> LiveLogChannel:
         channel = LiveLogChannel(
-            web_url, session, limiter=asyncio.Semaphore(4), transport=transport
+            web_url,
+            session,
+            limiter=asyncio.Semaphore(4),
+            find_codes=codes_in_lines,
+            transport=transport,
         )
         made.append(channel)
         return channel

@@ -13,6 +13,7 @@ from issuer.github.credentials import InstallationCredential, TokenCredential
 from issuer.github.errors import GitHubError
 from issuer.github.facts import JobFacts
 from issuer.github.live import LiveLogChannel
+from issuer.oidc.challenge import codes_in_lines
 from issuer.sim import GitHubSim, SimRun
 from tests.github.conftest import APP_ID, INSTALLATION_ID, MakeClient
 from tests.github.support import UPSTREAM, WEB, RecordingTransport
@@ -55,7 +56,13 @@ async def test_no_secret_reaches_a_log_line_an_exception_or_a_repr(
     sim.finish_job(job)
     await github.download_log(UPSTREAM, job.id)
     for session in (SESSION, "refused_" + SESSION):
-        live = LiveLogChannel(WEB, session, limiter=asyncio.Semaphore(1), transport=transport)
+        live = LiveLogChannel(
+            WEB,
+            session,
+            limiter=asyncio.Semaphore(1),
+            find_codes=codes_in_lines,
+            transport=transport,
+        )
         await live.codes_in_running_job(UPSTREAM, fork_run.id, _job(job.id))
         seen.append(repr(live))
         await live.aclose()

@@ -11,6 +11,7 @@ from issuer.github.app_auth import GitHubApp
 from issuer.github.client import GitHubClient
 from issuer.github.credentials import Credential, InstallationCredential
 from issuer.github.live import LiveLogChannel
+from issuer.oidc.challenge import codes_in_lines
 from issuer.oidc.config import IssuerConfig
 from issuer.store import Store
 
@@ -63,5 +64,6 @@ def live_channel_from_config(
         config.github_web_origin,
         config.github_web_session,
         limiter=github.limiter,
+        find_codes=codes_in_lines,
         transport=transport,
     )

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from joserfc.jwk import RSAKey
 
-from issuer.github.factory import github_client_from_config, live_channel_from_config
 from issuer.oidc.config import IssuerConfig
+from issuer.oidc.github_access import github_client_from_config, live_channel_from_config
 from issuer.sim import GitHubSim, SimRun
 from issuer.store import MemoryStore
 from tests.github.conftest import APP_ID, INSTALLATION_ID
