@@ -19,7 +19,7 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from issuer.builder.demo import run_builder_steps
+from issuer.builder.demo import Stoppable, run_builder_steps
 from issuer.client.workflow import RunIdentity, WorkflowClient
 from issuer.oidc.app import create_app
 from issuer.oidc.config import IssuerConfig
@@ -69,10 +69,10 @@ def verify_through_discovery(token: str, issuer_url: str, audience: str) -> dict
 
 
 def run_demo(out: Callable[[str], None] = print) -> int:
-    narrator = Narrator(11, out)
+    narrator = Narrator(13, out)
     logging.basicConfig(level=logging.WARNING, format="      issuer: %(message)s")
     logging.getLogger("issuer.oidc.claims").setLevel(logging.INFO)
-    servers: list[BackgroundServer] = []
+    servers: list[Stoppable] = []
     try:
         return _run(narrator, servers)
     except Exception as error:  # the demo reports any failure and exits non-zero
@@ -83,7 +83,7 @@ def run_demo(out: Callable[[str], None] = print) -> int:
             server.stop()
 
 
-def _run(narrator: Narrator, servers: list[BackgroundServer]) -> int:
+def _run(narrator: Narrator, servers: list[Stoppable]) -> int:
     sim = GitHubSim(SimSettings(finalize_seconds=2.0))
     sim.add_token(DEMO_GITHUB_TOKEN)
     upstream = sim.add_repository("octo-org/octo-repo")

@@ -1,11 +1,34 @@
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
+from issuer.builder.localregistry import LocalRegistry, push_busybox_base
 from issuer.store import MemoryStore, RedisStore, Store
+from tests.image_registry import ImageRegistry
 from tests.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def scratch_base() -> Iterator[Path]:
+    """A directory for builders' scratch roots that a sandbox's ids may pass through (as
+    ``BUILDER_SCRATCH_ROOT``'s parents must be: pytest's own temporary directories are 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="issuer-test-scratch-"))
+    base.chmod(0o711)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def image_registry() -> Iterator[ImageRegistry]:
+    """One registry for the whole test session (builds pull their base image from it and push
+    their images to it)."""
+    with LocalRegistry() as registry:
+        yield ImageRegistry(registry, push_busybox_base(registry.host))
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,10 @@ class BuilderSpec:
     service_url: str
     """Where the builder reaches the service (``/introspect``, ``/builders/{id}/release``)."""
     build_timeout: int
+    push: str | None = None
+    """The registry repository the relationship lets this builder's images go to."""
+    push_tag: str | None = None
+    """The tag, made from the token's claims (never the build's choice)."""
 
 
 @dataclass(frozen=True)

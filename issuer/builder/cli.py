@@ -121,6 +121,10 @@ def _trust_add(args: argparse.Namespace) -> int:
         fields["ttl"] = args.ttl
     if args.max_builders is not None:
         fields["max_builders"] = args.max_builders
+    if args.push is not None:
+        fields["push"] = args.push
+    if args.egress:
+        fields["egress"] = True
     return _admin_call(lambda client: print("added " + _summary(client.add(fields))))
 
 
@@ -223,6 +227,16 @@ def register(commands: Any) -> None:
         "--ttl", type=int, help=f"builder lifetime, seconds ({TTL_RANGE[0]}..{TTL_RANGE[1]})"
     )
     add.add_argument("--max-builders", type=int, help="live builders at once for this project")
+    add.add_argument(
+        "--push",
+        metavar="HOST[:PORT]/PATH",
+        help="push each built image to this registry repository (tagged from the token)",
+    )
+    add.add_argument(
+        "--egress",
+        action="store_true",
+        help="let builds reach the internet (never the host's own or private addresses)",
+    )
     add.set_defaults(handler=_trust_add)
 
     listing = trust_commands.add_parser("list", help="a project's trust relationships")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,7 +14,8 @@ from issuer.web.settings import ConfigError
 ALLOWED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
 """Asymmetric algorithms only: ``none`` and every ``HS*`` can never be configured."""
 DEFAULT_ALGORITHMS = ("RS256", "ES256")
-BACKENDS = ("process",)
+BACKENDS = ("buildah",)
+GIB = 1 << 30
 MAX_LEEWAY = 60
 MIN_ADMIN_TOKEN = 16
 _REDIS_SCHEMES = {"redis", "rediss", "unix", "redis+sentinel", "redis+cluster", "rediss+cluster"}
@@ -26,7 +28,7 @@ class BuilderConfig:
     audience: str = ""
     redis_url: str | None = field(default=None, repr=False)  # may hold a password
     admin_token: str | None = field(default=None, repr=False)
-    backend: str = "process"
+    backend: str = "buildah"
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     leeway: int = MAX_LEEWAY
     jwks_cache_seconds: int = 300
@@ -34,6 +36,14 @@ class BuilderConfig:
     scratch_root: Path = field(default_factory=lambda: default_scratch_root())
     internal_url: str = ""
     """Where builders reach the service (introspection, release); default ``url``."""
+    registries: tuple[str, ...] = ()
+    """Where base images may come from (``HOST[:PORT]``); none: only ``FROM scratch``."""
+    insecure_registries: tuple[str, ...] = ()
+    memory_limit: int = 2 * GIB
+    pids_limit: int = 1024
+    disk_limit: int = 10 * GIB
+    registry_auth_file: Path | None = None
+    """Push credentials, Docker ``config.json`` style: read by builders, never by builds."""
 
     def __post_init__(self) -> None:
         if not self.audience:
@@ -73,7 +83,7 @@ class BuilderConfig:
             raise ConfigError(
                 "BUILDER_ADMIN_TOKEN", f"must be at least {MIN_ADMIN_TOKEN} characters long"
             )
-        backend = env.get("BUILDER_BACKEND", "").strip() or "process"
+        backend = env.get("BUILDER_BACKEND", "").strip() or "buildah"
         if backend not in BACKENDS:
             raise ConfigError("BUILDER_BACKEND", "must be one of " + ", ".join(BACKENDS))
         algorithms = tuple(
@@ -93,6 +103,12 @@ class BuilderConfig:
             build_timeout=_whole(env, "BUILDER_BUILD_TIMEOUT", 300, 1, 3600),
             scratch_root=Path(scratch) if scratch else default_scratch_root(),
             internal_url=_url(env, "BUILDER_INTERNAL_URL") or url,
+            registries=_registries(env, "BUILDER_REGISTRIES"),
+            insecure_registries=_registries(env, "BUILDER_INSECURE_REGISTRIES"),
+            memory_limit=_size(env, "BUILDER_MEMORY_LIMIT", 2 * GIB, 64 << 20),
+            pids_limit=_whole(env, "BUILDER_PIDS_LIMIT", 1024, 32, 1 << 22),
+            disk_limit=_size(env, "BUILDER_DISK_LIMIT", 10 * GIB, 64 << 20),
+            registry_auth_file=_file(env, "BUILDER_REGISTRY_AUTH_FILE"),
         )
 
 
@@ -124,3 +140,38 @@ def _whole(env: Mapping[str, str], name: str, default: int, low: int, high: int)
     if not raw.isdigit() or not low <= int(raw) <= high:
         raise ConfigError(name, f"must be a whole number between {low} and {high}")
     return int(raw)
+
+
+_REGISTRY = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?$"
+)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _registries(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    items = [item.strip().lower() for item in env.get(name, "").split(",") if item.strip()]
+    for item in items:
+        if not _REGISTRY.match(item):
+            raise ConfigError(name, f"{item[:80]!r} is not HOST[:PORT]")
+    return tuple(dict.fromkeys(items))
+
+
+def _size(env: Mapping[str, str], name: str, default: int, low: int) -> int:
+    """Bytes, with an optional binary unit: ``512M``, ``2G`` (KiB, MiB, GiB, TiB)."""
+    raw = env.get(name, "").strip().lower().removesuffix("ib").removesuffix("b")
+    if not raw:
+        return default
+    number, unit = (raw[:-1], raw[-1]) if raw[-1:] in _UNITS and raw[-1:].isalpha() else (raw, "")
+    if not number.isdigit() or int(number) * _UNITS[unit] < low:
+        raise ConfigError(name, f"must be a size of at least {low >> 20} MiB, e.g. 2G or 512M")
+    return int(number) * _UNITS[unit]
+
+
+def _file(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise ConfigError(name, "is not a readable file")
+    return path

@@ -156,6 +156,13 @@ ISSUER_UNAVAILABLE = _r(
 TRUST_DENIED = _r(
     "trust_denied", "access_denied", 403, "no trust relationship of this project allows the token"
 )
+PUSH_TAG = _r(
+    "push_tag",
+    "invalid_grant",
+    400,
+    "the relationship pushes images, and the token has neither pull_request_number and head_sha"
+    " nor run_id and run_attempt to tag them with",
+)
 BUILDER_LIMIT = _r(
     "builder_limit",
     "temporarily_unavailable",
@@ -197,8 +204,10 @@ BUILD_TOKEN = _r(
 )
 BUILDER_BUSY = _r("builder_busy", "conflict", 409, "a build is already running on this builder")
 CONTEXT_INVALID = _r(
-    "context_invalid", "invalid_request", 400, "the build context is not a usable .tar.gz"
+    "context_invalid", "invalid_request", 400, "the build context is not a usable tar archive"
 )
+BUILD_PARAMETER = _r("build_parameter", "invalid_request", 400, "a build parameter is malformed")
+NO_IMAGE = _r("no_image", "not_found", 404, "no image was built on this builder yet")
 CONTEXT_TOO_LARGE = _r(
     "context_too_large", "request_too_large", 413, "the build context is too large"
 )

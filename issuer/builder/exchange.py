@@ -78,6 +78,19 @@ class Granted:
         }
 
 
+def image_tag(claims: Mapping[str, object]) -> str | None:
+    """The tag a pushed image gets, from the token alone: ``pr-{number}-{head_sha[:12]}``, or
+    ``run-{run_id}-{run_attempt}`` without a pull request number; None if neither can be made."""
+    number, sha = claims.get("pull_request_number"), claims.get("head_sha")
+    if isinstance(number, str) and number.isdigit() and isinstance(sha, str):
+        if len(sha) >= 12 and all(c in "0123456789abcdef" for c in sha[:12]):
+            return f"pr-{number}-{sha[:12]}"
+    run, attempt = claims.get("run_id"), claims.get("run_attempt")
+    if isinstance(run, str) and run.isdigit() and isinstance(attempt, str) and attempt.isdigit():
+        return f"run-{run}-{attempt}"
+    return None
+
+
 class Exchange:
     def __init__(
         self,
@@ -174,8 +187,19 @@ class Exchange:
                 run_id=token.claim("run_id") or "",
             )
         )
+        push_tag = image_tag(token.claims) if relationship.push else None
+        if relationship.push and push_tag is None:
+            await self.registry.release(builder_id)
+            raise errors.PUSH_TAG.error()
         spec = BuilderSpec(
-            builder_id, project, expires_at, credential, self._service_url, self._build_timeout
+            builder_id,
+            project,
+            expires_at,
+            credential,
+            self._service_url,
+            self._build_timeout,
+            push=relationship.push,
+            push_tag=push_tag,
         )
         try:
             builder = await self.backend.start(spec)

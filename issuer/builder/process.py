@@ -1,12 +1,13 @@
-"""The ``process`` backend: each builder is its own OS process on a loopback port.
+"""The builders: each its own OS process on a loopback port, building in its sandbox.
 
 The service binds a fresh loopback socket and hands it to the new process (so the endpoint
 exists before the process has started), makes a fresh scratch directory (mode 0700) under
 ``BUILDER_SCRATCH_ROOT``, and passes the builder's settings on stdin. The process gets an
 environment holding only ``PATH`` (and ``PYTHONPATH`` if set): no Redis URL, no admin token,
-no shared cache directory. One task per builder waits for the process to end, stops it at
-its expiry time if it has not stopped itself, removes the scratch directory, and reports why
-it stopped.
+no shared cache directory. It is the builder's trusted side: everything the build runs goes
+through its sandbox (:mod:`.sandbox`). One task per builder waits for the process to end,
+stops it at its expiry time if it has not stopped itself, removes the scratch directory, and
+reports why it stopped.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from issuer.builder.backend import (
     BuilderSpec,
     OnStopped,
 )
+from issuer.builder.imagebuild import ImageSettings
+from issuer.builder.push import PushTarget, credentials_for
 from issuer.builder.worker import EXIT_EXPIRED, EXIT_RELEASED
 
 log = logging.getLogger(__name__)
@@ -52,12 +55,21 @@ class _Running:
     stop_reason: str | None = None
 
 
-class ProcessBackend:
-    name = "process"
+class BuilderProcesses:
+    name = "buildah"
 
-    def __init__(self, scratch_root: Path, on_stopped: OnStopped) -> None:
+    def __init__(
+        self,
+        scratch_root: Path,
+        on_stopped: OnStopped,
+        images: ImageSettings,
+        *,
+        registry_auth_file: Path | None = None,
+    ) -> None:
         self._root = scratch_root
         self._on_stopped = on_stopped
+        self._images = images
+        self._auth_file = registry_auth_file
         self._running: dict[str, _Running] = {}
 
     def scratch_of(self, builder_id: str) -> Path | None:
@@ -69,7 +81,9 @@ class ProcessBackend:
         return list(self._running)
 
     async def start(self, spec: BuilderSpec) -> Builder:
-        self._root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Builders' sandboxes pass through (never list) the root to their own directories.
+        self._root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self._root.chmod(0o711)
         scratch = Path(tempfile.mkdtemp(prefix=f"{spec.id}-", dir=self._root))
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -133,12 +147,38 @@ class ProcessBackend:
             "scratch": str(scratch),
             "expires_at": spec.expires_at,
             "build_timeout": spec.build_timeout,
+            "images": self._image_settings(spec),
         }
         assert process.stdin is not None
         process.stdin.write(json.dumps(settings).encode() + b"\n")
         await process.stdin.drain()
         process.stdin.close()
         return process
+
+    def _image_settings(self, spec: BuilderSpec) -> dict[str, object]:
+        images = self._images
+        push: dict[str, object] | None = None
+        if spec.push is not None and spec.push_tag is not None:
+            target = PushTarget(spec.push, spec.push_tag)
+            credentials = credentials_for(self._auth_file, target.host)
+            push = {
+                "repository": spec.push,
+                "tag": spec.push_tag,
+                "insecure": target.host in images.insecure_registries,
+                "username": credentials[0] if credentials else None,
+                "password": credentials[1] if credentials else None,
+            }
+        return {
+            "registries": list(images.registries),
+            "insecure_registries": list(images.insecure_registries),
+            "limits": {
+                "memory": images.limits.memory,
+                "pids": images.limits.pids,
+                "disk": images.limits.disk,
+            },
+            "push": push,
+            "sandbox": images.sandbox,
+        }
 
     async def _wait_ready(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None

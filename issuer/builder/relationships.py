@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from issuer.builder.push import valid_repository
+
 FIELDS = (
     "project",
     "issuer",
@@ -26,6 +28,8 @@ FIELDS = (
     "claims",
     "ttl",
     "max_builders",
+    "push",
+    "egress",
 )
 STORED_FIELDS = (*FIELDS, "id", "created_at")
 DEFAULT_EVENTS = ("pull_request",)
@@ -88,6 +92,10 @@ class TrustRelationship:
     ttl: int
     max_builders: int
     created_at: int
+    push: str | None = None
+    """The registry repository (``host[:port]/path``) its builders' images are pushed to."""
+    egress: bool = False
+    """Whether its builds may reach the internet (never the host's own or private addresses)."""
     _compiled: dict[str, re.Pattern[str]] = field(
         default_factory=dict, repr=False, compare=False, hash=False
     )
@@ -107,6 +115,8 @@ class TrustRelationship:
             "claims": dict(self.claims),
             "ttl": self.ttl,
             "max_builders": self.max_builders,
+            "push": self.push,
+            "egress": self.egress,
             "created_at": self.created_at,
         }
         if self.repository is not None:
@@ -126,6 +136,8 @@ class TrustRelationship:
             f"{self.id}  project {self.project}  issuer {self.issuer}  {who}"
             f"  events {','.join(self.events)}{claims}  ttl {self.ttl}s"
             f"  max_builders {self.max_builders}"
+            + (f"  push {self.push}" if self.push else "")
+            + ("  egress" if self.egress else "")
         )
 
 
@@ -171,6 +183,14 @@ def parse_relationship(
             )
     ttl = _whole(raw, "ttl", DEFAULT_TTL, TTL_RANGE)
     max_builders = _whole(raw, "max_builders", DEFAULT_MAX_BUILDERS, MAX_BUILDERS_RANGE)
+    push = _string(raw, "push")
+    if push is not None and not valid_repository(push):
+        raise InvalidRelationship(
+            f"push {push[:200]!r} is not a registry repository (HOST[:PORT]/PATH, lowercase path)"
+        )
+    egress = raw.get("egress", False)
+    if not isinstance(egress, bool):
+        raise InvalidRelationship("egress must be true or false")
     if stored:
         rel_id = _string(raw, "id", required=True)
         created_at = _whole(raw, "created_at", 0, (0, 2**63))
@@ -187,6 +207,8 @@ def parse_relationship(
         ttl,
         max_builders,
         created_at,
+        push,
+        egress,
         compiled,
     )
 

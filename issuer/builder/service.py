@@ -12,9 +12,11 @@ from issuer.builder.backend import BuilderBackend, OnStopped
 from issuer.builder.buildtokens import BuildTokens
 from issuer.builder.config import BuilderConfig
 from issuer.builder.exchange import Exchange
+from issuer.builder.imagebuild import ImageSettings
 from issuer.builder.jwks import IssuerKeys
-from issuer.builder.process import ProcessBackend
+from issuer.builder.process import BuilderProcesses
 from issuer.builder.registry import BuilderRegistry
+from issuer.builder.sandbox import Limits
 from issuer.builder.truststore import TrustStore
 from issuer.builder.verify import TokenVerifier
 from issuer.store import RedisStore, Store
@@ -23,6 +25,15 @@ log = logging.getLogger(__name__)
 
 BackendFactory = Callable[[Path, OnStopped], BuilderBackend]
 """Makes the backend from the scratch root and the exchange's stop callback."""
+
+
+def image_settings(config: BuilderConfig) -> ImageSettings:
+    """What every builder of this service may pull from, and within which limits."""
+    return ImageSettings(
+        registries=config.registries,
+        insecure_registries=config.insecure_registries,
+        limits=Limits(config.memory_limit, config.pids_limit, config.disk_limit),
+    )
 
 
 class BuilderService:
@@ -49,7 +60,7 @@ class BuilderService:
         config: BuilderConfig,
         *,
         store: Store | None = None,
-        backend_factory: BackendFactory = ProcessBackend,
+        backend_factory: BackendFactory | None = None,
     ) -> BuilderService:
         if store is None:
             if config.redis_url is None:
@@ -70,7 +81,14 @@ class BuilderService:
         tokens = BuildTokens(store)
 
         def make_backend(on_stopped: OnStopped) -> BuilderBackend:
-            return backend_factory(config.scratch_root, on_stopped)
+            if backend_factory is not None:
+                return backend_factory(config.scratch_root, on_stopped)
+            return BuilderProcesses(
+                config.scratch_root,
+                on_stopped,
+                image_settings(config),
+                registry_auth_file=config.registry_auth_file,
+            )
 
         exchange = Exchange(
             verifier,

@@ -1,13 +1,16 @@
 """One builder: its own OS process, on a loopback socket its service bound for it.
 
 Started as ``python -m issuer.builder.worker --fd N`` by :mod:`.process`, with its settings
-(and its credential) on stdin, never in arguments or the environment. It answers:
+(its credential, and push credentials when a relationship names ``push``) on stdin, never in
+arguments or the environment. This process is the builder's trusted side; what a build runs
+goes through :mod:`.sandbox` (see :mod:`.imagebuild`). It answers (API.md, "The ephemeral
+builder"):
 
-- ``POST /build`` with ``Authorization: Bearer BUILD_TOKEN`` and a ``.tar.gz`` context: runs
-  its ``build.sh`` in the scratch directory within the time limit, answers the exit code and
-  output.
-- ``DELETE /`` with the same token: stops any build, removes the scratch directory, tells the
-  service to revoke the token, answers, and exits.
+- ``POST /build`` with ``Authorization: Bearer BUILD_TOKEN`` and a tar context (gzip
+  accepted): builds the Dockerfile, streaming Docker-style JSON lines as the build runs.
+- ``GET /image``: the last image built, as an OCI archive.
+- ``DELETE /``: stops any build, removes the scratch directory, tells the service to revoke
+  the token, answers, and exits.
 
 Every request's token is checked by introspection (RFC 7662) at the service; only a token
 bound to this builder is accepted. At its expiry time the builder removes its scratch
@@ -24,6 +27,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,15 +36,28 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from issuer.builder import errors
-from issuer.builder.context import Build, ContextError, build_environment, clear, unpack
+from issuer.builder.context import ContextError
+from issuer.builder.imagebuild import BuildRequest, ImageBuild, ImageSettings
+from issuer.builder.push import PushTarget
+from issuer.builder.sandbox import (
+    Confinement,
+    IdBlock,
+    Limits,
+    SandboxError,
+    Slot,
+    id_blocks,
+    id_lock_directory,
+)
 from issuer.web.errors import ApiError
 
-MAX_CONTEXT = 16 * 1024 * 1024
-EXIT_RELEASED, EXIT_EXPIRED, EXIT_STOPPED = 0, 3, 4
+MAX_CONTEXT = 64 * 1024 * 1024
+EXIT_RELEASED, EXIT_EXPIRED, EXIT_STOPPED, EXIT_NO_SANDBOX = 0, 3, 4, 5
+NDJSON = "application/json"
 
 
 @dataclass(frozen=True)
@@ -51,9 +68,13 @@ class WorkerSettings:
     scratch: Path
     expires_at: float
     build_timeout: float
+    images: ImageSettings
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> WorkerSettings:
+        images = raw["images"]
+        limits = images["limits"]
+        push = images.get("push")
         return cls(
             builder_id=str(raw["builder_id"]),
             credential=str(raw["credential"]),
@@ -61,6 +82,13 @@ class WorkerSettings:
             scratch=Path(raw["scratch"]),
             expires_at=float(raw["expires_at"]),
             build_timeout=float(raw["build_timeout"]),
+            images=ImageSettings(
+                registries=tuple(images["registries"]),
+                insecure_registries=tuple(images["insecure_registries"]),
+                limits=Limits(int(limits["memory"]), int(limits["pids"]), int(limits["disk"])),
+                push=None if push is None else PushTarget(**push),
+                sandbox=bool(images["sandbox"]),
+            ),
         )
 
 
@@ -74,14 +102,69 @@ def _error(error: ApiError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=headers)
 
 
+class BuildStream(StreamingResponse):
+    """The build's JSON lines; frees the builder when the answer ends, however it ends (also
+    when the client went away before the first line)."""
+
+    def __init__(self, lines: AsyncIterator[bytes], done: asyncio.Lock) -> None:
+        super().__init__(lines, media_type=NDJSON, headers={"Cache-Control": "no-store"})
+        self._done = done
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self._done.locked():
+                self._done.release()
+
+
+def _json_object(request: Request, name: str) -> dict[str, str]:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise errors.BUILD_PARAMETER.error(f"{name} is not JSON") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise errors.BUILD_PARAMETER.error(f"{name} must be a JSON object of strings")
+    return value
+
+
+def build_request(request: Request) -> BuildRequest:
+    """The Docker Engine API's build parameters, checked."""
+    if len(request.query_params.getlist("dockerfile")) > 1:
+        raise errors.BUILD_PARAMETER.error("dockerfile is repeated")
+    dockerfile = request.query_params.get("dockerfile") or "Dockerfile"
+    target = request.query_params.get("target") or None
+    if len(dockerfile) > 1024 or "\0" in dockerfile:
+        raise errors.BUILD_PARAMETER.error("dockerfile is not a path in the context")
+    if (
+        target is not None
+        and not target.replace("-", "").replace("_", "").replace(".", "").isalnum()
+    ):
+        raise errors.BUILD_PARAMETER.error("target is not a stage name")
+    return BuildRequest(
+        dockerfile=dockerfile,
+        target=target,
+        build_args=_json_object(request, "buildargs"),
+        labels=_json_object(request, "labels"),
+    )
+
+
 class Worker:
-    def __init__(self, settings: WorkerSettings, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, settings: WorkerSettings, http: httpx.AsyncClient, image_build: ImageBuild
+    ) -> None:
         self.settings = settings
         self.http = http
         self.exit_code = EXIT_STOPPED
         self.server: uvicorn.Server | None = None
-        self._build: Build | None = None
-        self._lock = asyncio.Lock()
+        self.image_build = image_build
+        self._busy = asyncio.Lock()
+        self._built = False
 
     async def authorize(self, request: Request) -> None:
         """Accept only an active build token bound to this builder (introspected)."""
@@ -104,25 +187,42 @@ class Worker:
 
     async def build(self, request: Request) -> Response:
         await self.authorize(request)
-        if self._lock.locked():
+        if self._busy.locked():
             raise errors.BUILDER_BUSY.error()
-        async with self._lock:
-            archive = await _read_body(request, MAX_CONTEXT)
-            scratch = self.settings.scratch
-            try:
-                await asyncio.to_thread(clear, scratch)
-                await asyncio.to_thread(unpack, archive, scratch)
-            except ContextError as error:
-                raise errors.CONTEXT_INVALID.error(str(error)) from None
-            remaining = self.settings.expires_at - time.time()
-            self._build = Build()
-            result = await self._build.run(
-                scratch,
-                build_environment(scratch, self.settings.builder_id),
-                min(self.settings.build_timeout, remaining),
-            )
-            self._build = None
-        return JSONResponse(result.as_json(), headers={"Cache-Control": "no-store"})
+        parameters = build_request(request)
+        await self._busy.acquire()
+        self._built = False
+        try:
+            context = await _read_body(request, MAX_CONTEXT)
+            await asyncio.to_thread(self.image_build.prepare, context)
+        except ContextError as problem:
+            self._busy.release()
+            raise errors.CONTEXT_INVALID.error(str(problem)) from None
+        except BaseException:
+            self._busy.release()
+            raise
+        remaining = self.settings.expires_at - time.time()
+        timeout = max(1.0, min(self.settings.build_timeout, remaining))
+
+        async def lines() -> AsyncIterator[bytes]:
+            async for line in self.image_build.run(parameters, timeout):
+                if "aux" in line:
+                    self._built = True
+                yield json.dumps(line).encode() + b"\n"
+
+        return BuildStream(lines(), self._busy)
+
+    async def image(self, request: Request) -> Response:
+        await self.authorize(request)
+        archive = self.image_build.archive
+        if self._busy.locked() or not self._built or not archive.is_file():
+            raise errors.NO_IMAGE.error()
+        return FileResponse(
+            archive,
+            media_type="application/x-tar",
+            headers={"Cache-Control": "no-store"},
+            filename="image.oci.tar",
+        )
 
     async def release(self, request: Request) -> Response:
         await self.authorize(request)
@@ -139,8 +239,7 @@ class Worker:
 
     def cleanup(self) -> None:
         """Stop any build and remove the scratch directory."""
-        if self._build is not None:
-            self._build.kill()
+        self.image_build.kill()
         shutil.rmtree(self.settings.scratch, ignore_errors=True)
 
     def stop(self, code: int) -> None:
@@ -161,6 +260,7 @@ class Worker:
         return Starlette(
             routes=[
                 Route("/build", self.build, methods=["POST"]),
+                Route("/image", self.image, methods=["GET"]),
                 Route("/", self.release, methods=["DELETE"]),
             ],
             exception_handlers={ApiError: on_error},
@@ -180,20 +280,36 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def serve(settings: WorkerSettings, sock: socket.socket) -> int:
-    async with httpx.AsyncClient(timeout=10) as http:
-        worker = Worker(settings, http)
-        config = uvicorn.Config(worker.app(), log_level="warning", access_log=False, lifespan="off")
-        worker.server = uvicorn.Server(config)
-        expiry = asyncio.create_task(worker.expire())
-        print("ready", flush=True)  # the service waits for this line
-        try:
-            await worker.server.serve(sockets=[sock])
-        finally:
-            expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await expiry
-            worker.cleanup()
-        return worker.exit_code
+    images = settings.images
+    try:
+        slot = Slot.acquire(id_lock_directory(), id_blocks())
+    except SandboxError as problem:
+        if images.sandbox:
+            print(f"no sandbox: {problem}", file=sys.stderr, flush=True)
+            return EXIT_NO_SANDBOX
+        slot = Slot(IdBlock(0, 0), -1)  # the attack tests' unsandboxed builds only
+    confinement = Confinement(settings.builder_id, images.limits, enabled=images.sandbox)
+    try:
+        async with httpx.AsyncClient(timeout=30, follow_redirects=False) as http:
+            image_build = ImageBuild(settings.scratch, slot.block, images, confinement, http)
+            worker = Worker(settings, http, image_build)
+            config = uvicorn.Config(
+                worker.app(), log_level="warning", access_log=False, lifespan="off"
+            )
+            worker.server = uvicorn.Server(config)
+            expiry = asyncio.create_task(worker.expire())
+            print("ready", flush=True)  # the service waits for this line
+            try:
+                await worker.server.serve(sockets=[sock])
+            finally:
+                expiry.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await expiry
+                worker.cleanup()
+            return worker.exit_code
+    finally:
+        confinement.remove()
+        slot.release()
 
 
 def main() -> int:

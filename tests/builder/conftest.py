@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from issuer.builder.service import BuilderService
 from issuer.store import RedisStore
 from issuer.web.serving import BackgroundServer, bound_socket
 from tests.builder.support import ADMIN_TOKEN, AUDIENCE, PROJECT, FakeIssuer
+from tests.image_registry import ImageRegistry
 from tests.redis_server import RedisServer
 
 
@@ -74,10 +76,13 @@ def start_service(
     issuer_url: str,
     scratch: Path,
     start: dict[str, Any] | None = None,
+    *,
+    registry: ImageRegistry | None = None,
     **changes: Any,
 ) -> RunningService:
     sock = bound_socket()
     url = "http://{}:{}".format(*sock.getsockname()[:2])
+    registries = () if registry is None else (registry.host,)
     config = BuilderConfig(
         url=url,
         audience=AUDIENCE,
@@ -85,21 +90,30 @@ def start_service(
         redis_url=redis_url,
         admin_token=ADMIN_TOKEN,
         scratch_root=scratch,
-        build_timeout=30,
+        build_timeout=60,
+        registries=registries,
+        insecure_registries=registries,
     )
     config = dataclasses.replace(config, **changes)
     return RunningService(config, **(start or {})).start(sock)
 
 
 @pytest.fixture
-def make_service(redis_url: str, fake_issuer: FakeIssuer, tmp_path: Path) -> Iterator[ServiceMaker]:
-    """Start a builder service of its own trusting ``fake_issuer``; keyword arguments change
-    its config (``start`` is passed to BuilderService.start)."""
+def make_service(
+    redis_url: str, fake_issuer: FakeIssuer, scratch_base: Path, image_registry: ImageRegistry
+) -> Iterator[ServiceMaker]:
+    """Start a builder service of its own trusting ``fake_issuer``, pulling from the test
+    registry; keyword arguments change its config (``start`` is passed to
+    BuilderService.start)."""
     running: list[RunningService] = []
 
     def make(start: dict[str, Any] | None = None, **changes: Any) -> RunningService:
-        scratch = tmp_path / f"scratch{len(running)}"
-        running.append(start_service(redis_url, fake_issuer.url, scratch, start, **changes))
+        scratch = Path(tempfile.mkdtemp(prefix="scratch-", dir=scratch_base))
+        running.append(
+            start_service(
+                redis_url, fake_issuer.url, scratch, start, registry=image_registry, **changes
+            )
+        )
         return running[-1]
 
     yield make
@@ -111,10 +125,14 @@ def make_service(redis_url: str, fake_issuer: FakeIssuer, tmp_path: Path) -> Ite
 def _module_service(
     redis_server: RedisServer,
     _issuer_servers: tuple[FakeIssuer, FakeIssuer],
-    tmp_path_factory: pytest.TempPathFactory,
+    scratch_base: Path,
+    image_registry: ImageRegistry,
 ) -> Iterator[RunningService]:
     service = start_service(
-        redis_server.url, _issuer_servers[0].url, tmp_path_factory.mktemp("scratch")
+        redis_server.url,
+        _issuer_servers[0].url,
+        Path(tempfile.mkdtemp(prefix="scratch-", dir=scratch_base)),
+        registry=image_registry,
     )
     yield service
     service.stop()

@@ -5,11 +5,13 @@ simulator, and attacks on the exchange. Only HTTP and the command line, over loo
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from issuer.sim.serve import serve_sim
 from issuer.web.serving import BackgroundServer, bound_socket
 from tests.builder.support import ADMIN_TOKEN, b64, context
 from tests.e2e.harness import GITHUB_TOKEN, IssuerProcess, fork_run
+from tests.image_registry import ImageRegistry
 from tests.redis_server import RedisServer
 
 AUDIENCE = "https://builder.example"
@@ -39,6 +42,7 @@ class BuilderProcess:
         sock.close()
         self.url = f"http://127.0.0.1:{self.port}"
         clean = {k: v for k, v in os.environ.items() if not k.startswith("BUILDER_")}
+        self.env = env
         self._log = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "issuer.cli", "builder", "serve", "--port", str(self.port)],
@@ -79,6 +83,7 @@ class World:
         self.builder = builder
         self.http = httpx.Client(timeout=40)
         self.secrets: list[str] = []
+        self.registry: ImageRegistry | None = None
 
     def trust(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "BUILDER_URL": self.builder.url, "BUILDER_ADMIN_TOKEN": ADMIN_TOKEN}
@@ -119,7 +124,9 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(
+    redis_server: RedisServer, scratch_base: Path, image_registry: ImageRegistry
+) -> Iterator[World]:
     redis_server.flush()
     sim = GitHubSim(SimSettings())
     sim.add_token(GITHUB_TOKEN)
@@ -137,10 +144,13 @@ def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
             "BUILDER_TRUSTED_ISSUERS": issuer.url,
             "BUILDER_REDIS_URL": redis_server.url,
             "BUILDER_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BUILDER_SCRATCH_ROOT": str(tmp_path_factory.mktemp("scratch")),
+            "BUILDER_SCRATCH_ROOT": tempfile.mkdtemp(prefix="scratch-", dir=scratch_base),
+            "BUILDER_REGISTRIES": image_registry.host,
+            "BUILDER_INSECURE_REGISTRIES": image_registry.host,
         }
     )
     world = World(sim, issuer, builder)
+    world.registry = image_registry
     try:
         added = world.trust(
             "add",
@@ -154,6 +164,8 @@ def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
             "head_repository=contributor[0-9]+/octo-repo",
             "--max-builders",
             "5",
+            "--push",
+            f"{image_registry.host}/octo-org/pr-images",
         )
         assert added.returncode == 0, added.stderr
         other = world.trust(
@@ -185,26 +197,53 @@ def _error(response: httpx.Response) -> tuple[int, str, str]:
     return response.status_code, body["error"], body["error_description"]
 
 
-def test_a_fork_pull_request_builds_on_an_ephemeral_builder_that_is_gone_afterwards(
+def test_a_fork_pull_request_image_is_built_pushed_and_the_builder_is_gone_afterwards(
     world: World,
 ) -> None:
-    response = world.exchange(world.fork_token())
+    token = world.fork_token()
+    claims = _parts(token)[1]
+    response = world.exchange(token)
     assert response.status_code == 200, response.text
     granted = response.json()
     builder = granted["builder"]
     assert (builder["ephemeral"], builder["cache"]) == (True, False)
     auth = {"Authorization": f"Bearer {granted['access_token']}"}
+    assert world.registry is not None
+    dockerfile = f"FROM {world.registry.base}\nCOPY app.txt /app.txt\nRUN echo built >> /app.txt\n"
     build = world.http.post(
         f"{builder['endpoint']}/build",
         headers=auth,
-        content=context({"build.sh": "pwd\necho built > out\n"}),
+        content=context({"Dockerfile": dockerfile, "app.txt": "from the pull request\n"}),
     )
     assert build.status_code == 200, build.text
-    assert build.json()["exit_code"] == 0
-    scratch = Path(build.json()["output"].strip())
-    assert (scratch / "out").exists()
+    lines = [json.loads(line) for line in build.text.splitlines()]
+    aux = lines[-1]["aux"]
+    tag = f"pr-{claims['pull_request_number']}-{claims['head_sha'][:12]}"
+    repository = f"{world.registry.host}/octo-org/pr-images"
+    assert aux["pushed"] == f"{repository}:{tag}@{aux['digest']}"
+    pulled = pull_file(world.registry.host, "octo-org/pr-images", tag, "app.txt")
+    assert pulled == b"from the pull request\nbuilt\n"
+    scratch_root = Path(world.builder.env["BUILDER_SCRATCH_ROOT"])
+    assert [p.name for p in scratch_root.iterdir() if p.name.startswith(builder["id"])]
     assert world.http.delete(builder["endpoint"], headers=auth).status_code == 200
-    assert not scratch.exists()
+    assert not [p for p in scratch_root.iterdir() if p.name.startswith(builder["id"])]
+
+
+def pull_file(registry: str, repository: str, tag: str, name: str) -> bytes:
+    """A file of a pushed image, read back through the registry's API (manifest, then each
+    layer from the top) as a puller would."""
+    base = f"http://{registry}/v2/{repository}"
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    manifest = httpx.get(f"{base}/manifests/{tag}", headers=accept).json()
+    for layer in reversed(manifest["layers"]):
+        blob = httpx.get(f"{base}/blobs/{layer['digest']}").content
+        with tarfile.open(fileobj=io.BytesIO(blob)) as archive:
+            for member in archive.getmembers():
+                if member.name.lstrip("./") == name and member.isfile():
+                    extracted = archive.extractfile(member)
+                    assert extracted is not None
+                    return extracted.read()
+    raise AssertionError(f"{name} is in no layer of {repository}:{tag}")
 
 
 def test_a_replayed_token_is_refused(world: World) -> None:

@@ -33,7 +33,7 @@ def test_the_audience_defaults_to_the_url() -> None:
     parsed = config()
     assert parsed.url == parsed.audience == "https://builder.example.com"
     assert parsed.trusted_issuers == ("https://issuer.example.com", "https://other.example.com")
-    assert (parsed.backend, parsed.algorithms, parsed.leeway) == ("process", ("RS256", "ES256"), 60)
+    assert (parsed.backend, parsed.algorithms, parsed.leeway) == ("buildah", ("RS256", "ES256"), 60)
 
 
 def test_an_audience_of_its_own_is_kept() -> None:
