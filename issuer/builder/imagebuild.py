@@ -348,6 +348,10 @@ class ImageBuild:
             "--tag",
             IMAGE_NAME,
         ]
+        if not self.settings.sandbox:
+            # The attack tests' switch: each step with the service's own privileges (all
+            # capabilities, the host's namespaces), as a build ran before the sandbox.
+            arguments += ["--cap-add", "ALL"]
         if request.target:
             arguments += ["--target", request.target]
         for key, value in request.build_args.items():

@@ -8,12 +8,10 @@ import base64
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,8 @@ import pytest
 
 from issuer.sim import GitHubSim, SimSettings
 from issuer.sim.serve import serve_sim
-from issuer.web.serving import BackgroundServer, bound_socket
+from issuer.web.serving import BackgroundServer
+from tests.builder.processes import BuilderProcess
 from tests.builder.support import ADMIN_TOKEN, b64, context
 from tests.e2e.harness import GITHUB_TOKEN, IssuerProcess, fork_run
 from tests.image_registry import ImageRegistry
@@ -31,49 +30,6 @@ from tests.redis_server import RedisServer
 
 AUDIENCE = "https://builder.example"
 PROJECT = "octo-org/builds"
-
-
-class BuilderProcess:
-    """``issuer builder serve`` as its own OS process."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        sock = bound_socket()
-        self.port = sock.getsockname()[1]
-        sock.close()
-        self.url = f"http://127.0.0.1:{self.port}"
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("BUILDER_")}
-        self.env = env
-        self._log = tempfile.TemporaryFile(mode="w+")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "issuer.cli", "builder", "serve", "--port", str(self.port)],
-            env={**clean, "BUILDER_URL": self.url, **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"builder service exited: {self.output()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("builder service did not become ready")
-
-    def output(self) -> str:
-        self._log.seek(0)
-        return self._log.read()
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.output()
 
 
 class World:
