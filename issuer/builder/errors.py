@@ -110,6 +110,15 @@ KID_MALFORMED = _r(
     400,
     "the token's kid is not a string of 1 to 256 printable characters",
 )
+CRIT_UNSUPPORTED = _r(
+    "crit_unsupported",
+    "invalid_grant",
+    400,
+    "the token's header marks an extension critical (crit); this service understands none",
+)
+HEADER_MALFORMED = _r(
+    "header_malformed", "invalid_grant", 400, "a parameter of the token's header is malformed"
+)
 PAYLOAD_MALFORMED = _r(
     "payload_malformed", "invalid_grant", 400, "the token's payload is not a JSON object"
 )
@@ -134,6 +143,18 @@ AUDIENCE_MISMATCH = _r(
 )
 CLAIM_MISSING = _r("claim_missing", "invalid_grant", 400, "the token lacks a required claim")
 CLAIM_INVALID = _r("claim_invalid", "invalid_grant", 400, "a claim of the token is malformed")
+SUBJECT_MISMATCH = _r(
+    "sub_mismatch",
+    "invalid_grant",
+    400,
+    "the token's sub is not repo:REPOSITORY:CONTEXT as GitHub builds it for its event",
+)
+LIFETIME_TOO_LONG = _r(
+    "lifetime_too_long",
+    "invalid_grant",
+    400,
+    "the token lives longer than this service accepts (exp - iat over BUILDER_MAX_TOKEN_LIFETIME)",
+)
 EXPIRED = _r("expired", "invalid_grant", 400, "the token has expired")
 NOT_YET_VALID = _r(
     "not_yet_valid", "invalid_grant", 400, "the token is not valid yet (nbf is in the future)"

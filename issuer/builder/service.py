@@ -77,6 +77,7 @@ class BuilderService:
             audience=config.audience,
             algorithms=config.algorithms,
             leeway=config.leeway,
+            max_lifetime=config.max_token_lifetime,
         )
         tokens = BuildTokens(store)
 

@@ -10,12 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from joserfc.jwk import RSAKey
 
 from issuer.builder import errors
 from issuer.builder.adminclient import AdminClient
 from issuer.builder.backend import BackendError, Builder, BuilderSpec, OnStopped
 from tests.builder.conftest import RunningService, ServiceMaker, exchange, exchange_form
-from tests.builder.support import ADMIN_TOKEN, PROJECT, FakeIssuer, unsigned
+from tests.builder.support import ADMIN_TOKEN, PROJECT, FakeIssuer, signed, unsigned
 
 pytestmark = pytest.mark.usefixtures("trusted")
 
@@ -129,6 +130,62 @@ def test_a_forged_token_is_an_invalid_grant(
     response = exchange(http, builder_service, token)
     assert refused(response, errors.ALG_REFUSED)
     assert response.headers["cache-control"] == "no-store"
+
+
+THIRTY_YEARS = 30 * 365 * 86400
+
+
+def _run_id_as_a_list(issuer: FakeIssuer) -> str:
+    return issuer.token(run_id=["1234"])
+
+
+def _sub_of_another_repository(issuer: FakeIssuer) -> str:
+    return issuer.token(sub="repo:evil/other:pull_request")
+
+
+def _repository_id_as_a_number(issuer: FakeIssuer) -> str:
+    return issuer.token(repository_id=42)
+
+
+def _thirty_years_of_life(issuer: FakeIssuer) -> str:
+    now = int(time.time())
+    return issuer.token(iat=now, exp=now + THIRTY_YEARS)
+
+
+def _an_attackers_jwk_header(issuer: FakeIssuer) -> str:
+    attacker = RSAKey.generate_key(2048, private=True)
+    jwk = dict(attacker.as_dict(private=False))
+    return signed(attacker, {"alg": "RS256", "kid": issuer.kid(), "jwk": jwk}, issuer.claims())
+
+
+def _an_unknown_critical_extension(issuer: FakeIssuer) -> str:
+    header = {"alg": "RS256", "kid": issuer.kid(), "crit": ["exp"], "exp": 1}
+    return signed(issuer.key, header, issuer.claims())
+
+
+@pytest.mark.parametrize(
+    ("make", "refusal", "named"),
+    [
+        (_run_id_as_a_list, errors.CLAIM_INVALID, "run_id must be a string"),
+        (_sub_of_another_repository, errors.SUBJECT_MISMATCH, "repo:octo-org/octo-repo"),
+        (_repository_id_as_a_number, errors.CLAIM_INVALID, "repository_id must be a string"),
+        (_thirty_years_of_life, errors.LIFETIME_TOO_LONG, "at most 3600 seconds"),
+        (_an_attackers_jwk_header, errors.SIGNATURE_INVALID, ""),
+        (_an_unknown_critical_extension, errors.CRIT_UNSUPPORTED, ""),
+    ],
+)
+def test_a_token_no_honest_issuer_signs_is_an_invalid_grant_naming_its_cause(
+    http: httpx.Client,
+    builder_service: RunningService,
+    fake_issuer: FakeIssuer,
+    make: Any,
+    refusal: errors.Refusal,
+    named: str,
+) -> None:
+    response = exchange(http, builder_service, make(fake_issuer))
+    assert refused(response, refusal), response.text
+    assert named in response.json()["error_description"]
+    assert await_live(builder_service) == {}
 
 
 def test_a_token_no_relationship_allows_is_access_denied_with_the_reasons(
