@@ -1,8 +1,9 @@
 """Every refusal of the builder service: an RFC 6749 error code, a status, and a fixed,
 documented description (docs/builder.md lists them all; a test keeps the two in step).
 
-A refusal may add a detail after the fixed text (which parameter, which reasons), never a
-secret: no token, no build token, no admin token, no key material.
+A refusal may add a detail after the fixed text (which parameter, which rule), never a
+secret: no token, no build token, no admin token, no key material, and never what a trust
+relationship trusts (that goes only to the operator, as ``operator_detail`` in the audit).
 """
 
 from __future__ import annotations
@@ -21,19 +22,37 @@ class Refusal:
     description: str
     retry_after: int | None = None
 
-    def error(self, detail: str | None = None, *, retry_after: int | None = None) -> Refused:
-        return Refused(self, detail, retry_after=retry_after or self.retry_after)
+    def error(
+        self,
+        detail: str | None = None,
+        *,
+        retry_after: int | None = None,
+        operator_detail: str | None = None,
+    ) -> Refused:
+        return Refused(
+            self,
+            detail,
+            retry_after=retry_after or self.retry_after,
+            operator_detail=operator_detail,
+        )
 
 
 class Refused(ApiError):
     """An :class:`ApiError` that remembers which :class:`Refusal` it is."""
 
     def __init__(
-        self, refusal: Refusal, detail: str | None = None, *, retry_after: int | None = None
+        self,
+        refusal: Refusal,
+        detail: str | None = None,
+        *,
+        retry_after: int | None = None,
+        operator_detail: str | None = None,
     ) -> None:
         text = refusal.description if not detail else f"{refusal.description}: {detail}"
         super().__init__(refusal.status, refusal.code, text, retry_after=retry_after)
         self.refusal = refusal
+        self.operator_detail = operator_detail
+        """What only the audit line may say (the values a relationship trusts)."""
 
 
 def _r(reason: str, code: str, status: int, description: str, retry: int | None = None) -> Refusal:

@@ -126,7 +126,9 @@ class Exchange:
                 raise errors.PROJECT_UNKNOWN.error()
             decision = evaluate(relationships, token.claims)
             if decision.relationship is None:
-                raise errors.TRUST_DENIED.error(" | ".join(decision.reasons))
+                raise errors.TRUST_DENIED.error(
+                    " | ".join(decision.rules), operator_detail=" | ".join(decision.reasons)
+                )
             await self.verifier.claim_jti(token)
             try:
                 granted = await self._grant(token, project, decision.relationship)
@@ -141,6 +143,7 @@ class Exchange:
                 refused.description,
                 project=project,
                 token=token,
+                why=refused.operator_detail,
             )
             raise
         audit.exchange_granted(

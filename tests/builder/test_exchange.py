@@ -188,15 +188,41 @@ def test_a_token_no_honest_issuer_signs_is_an_invalid_grant_naming_its_cause(
     assert await_live(builder_service) == {}
 
 
-def test_a_token_no_relationship_allows_is_access_denied_with_the_reasons(
+def test_a_token_no_relationship_allows_is_access_denied_naming_the_rule(
     http: httpx.Client, builder_service: RunningService, fake_issuer: FakeIssuer
 ) -> None:
     response = exchange(http, builder_service, fake_issuer.token(repository="evil/octo-repo"))
     assert refused(response, errors.TRUST_DENIED)
     assert (
-        "repository 'evil/octo-repo' is not octo-org/octo-repo"
-        in response.json()["error_description"]
+        "repository 'evil/octo-repo' is not the trusted one"
+        in (response.json()["error_description"])
     )
+
+
+def test_an_access_denied_never_names_what_a_relationship_trusts(
+    http: httpx.Client, builder_service: RunningService, fake_issuer: FakeIssuer, admin: AdminClient
+) -> None:
+    admin.add(
+        {
+            "project": "hidden/project",
+            "issuer": fake_issuer.url,
+            "repository": "hidden-org/hidden-repo",
+            "events": ["merge_group"],
+        }
+    )
+    admin.add(
+        {
+            "project": "hidden/project",
+            "issuer": fake_issuer.url,
+            "repository_pattern": "hidden-org/pattern-[0-9]+",
+            "claims": {"actor": "hidden-actor"},
+        }
+    )
+    response = exchange(http, builder_service, fake_issuer.token(), audience="hidden/project")
+    assert refused(response, errors.TRUST_DENIED)
+    description = response.json()["error_description"]
+    assert "hidden" not in description and "merge_group" not in description
+    assert "repository 'octo-org/octo-repo' is not the trusted one" in description
 
 
 def test_a_replayed_token_is_refused(
