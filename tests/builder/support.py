@@ -54,6 +54,7 @@ class FakeIssuer:
         self.keys: list[RSAKey | ECKey] = keys or [pooled_rsa_key()]
         self.requests: list[str] = []
         self.discovery_issuer: str | None = None  # set to lie about the issuer
+        self.jwks_headers: dict[str, str] = {}  # Cache-Control, Age: as the test sets them
         sock = bound_socket()
         self.url = "http://{}:{}".format(*sock.getsockname()[:2])
         app = Starlette(
@@ -70,6 +71,7 @@ class FakeIssuer:
         del self.keys[1:]
         self.requests.clear()
         self.discovery_issuer = None
+        self.jwks_headers = {}
         return self
 
     @property
@@ -99,7 +101,7 @@ class FakeIssuer:
             jwk = dict(key.as_dict(private=False))
             jwk.update(kid=self.kid(key), use="sig")
             keys.append(jwk)
-        return JSONResponse({"keys": keys})
+        return JSONResponse({"keys": keys}, headers=self.jwks_headers)
 
     async def _other(self, request: Request) -> Response:
         self.requests.append(request.url.path)
