@@ -210,6 +210,27 @@ BUILDER_LIMIT = _r(
     "the project has as many live builders as its trust relationship allows;"
     " release one (DELETE its endpoint) or wait until one expires",
 )
+RUN_BUILDER_LIMIT = _r(
+    "run_builder_limit",
+    "temporarily_unavailable",
+    429,
+    "this run has as many live builders in the project as the service allows one run"
+    " (BUILDER_MAX_BUILDERS_PER_RUN); release one (DELETE its endpoint) or wait until one expires",
+)
+HEAD_REPOSITORY_BUILDER_LIMIT = _r(
+    "head_repository_builder_limit",
+    "temporarily_unavailable",
+    429,
+    "the pull request's head repository has as many live builders in the project as the"
+    " service allows one (BUILDER_MAX_BUILDERS_PER_HEAD_REPOSITORY); release one (DELETE its"
+    " endpoint) or wait until one expires",
+)
+LIMIT_REACHED = {
+    "project": BUILDER_LIMIT,
+    "run": RUN_BUILDER_LIMIT,
+    "head_repository": HEAD_REPOSITORY_BUILDER_LIMIT,
+}
+"""The refusal of each limit :meth:`BuilderRegistry.reserve` may report."""
 NOT_EPHEMERAL = _r(
     "not_ephemeral",
     "server_error",

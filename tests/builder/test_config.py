@@ -94,3 +94,16 @@ def test_the_maximum_token_lifetime_defaults_to_an_hour_and_is_read() -> None:
 @pytest.mark.parametrize("value", ["0", "59", "86401", "1h"])
 def test_a_maximum_token_lifetime_out_of_range_is_refused(value: str) -> None:
     assert problem(BUILDER_MAX_TOKEN_LIFETIME=value).variable == "BUILDER_MAX_TOKEN_LIFETIME"
+
+
+def test_the_per_run_and_per_head_repository_limits_have_defaults_and_are_read() -> None:
+    assert (config().max_builders_per_run, config().max_builders_per_head_repository) == (4, 8)
+    parsed = config(BUILDER_MAX_BUILDERS_PER_RUN="1", BUILDER_MAX_BUILDERS_PER_HEAD_REPOSITORY="3")
+    assert (parsed.max_builders_per_run, parsed.max_builders_per_head_repository) == (1, 3)
+
+
+@pytest.mark.parametrize(
+    "name", ["BUILDER_MAX_BUILDERS_PER_RUN", "BUILDER_MAX_BUILDERS_PER_HEAD_REPOSITORY"]
+)
+def test_a_per_run_limit_out_of_range_is_refused(name: str) -> None:
+    assert problem(**{name: "0"}).variable == name

@@ -287,6 +287,57 @@ def test_the_builder_limit_holds_per_project(
     release(http, elsewhere.json())
 
 
+def test_one_run_cannot_hold_every_builder_of_a_project(
+    http: httpx.Client, make_service: ServiceMaker, fake_issuer: FakeIssuer
+) -> None:
+    service = make_service(max_builders_per_run=1)
+    with AdminClient(service.url, ADMIN_TOKEN) as admin:
+        admin.add(
+            {
+                "project": PROJECT,
+                "issuer": fake_issuer.url,
+                "repository": PROJECT,
+                "max_builders": 100,
+            }
+        )
+    first = exchange(http, service, fake_issuer.token(run_id="1234"))
+    assert first.status_code == 200, first.text
+    again = exchange(http, service, fake_issuer.token(run_id="1234", run_attempt="2"))
+    assert refused(again, errors.RUN_BUILDER_LIMIT)
+    assert 0 < int(again.headers["retry-after"]) <= 600
+    other_run = exchange(
+        http, service, fake_issuer.token(run_id="5678", head_repository="someone/octo-repo")
+    )
+    assert other_run.status_code == 200, other_run.text
+    release(http, first.json())
+    release(http, other_run.json())
+
+
+def test_one_head_repository_cannot_hold_every_builder_of_a_project(
+    http: httpx.Client, make_service: ServiceMaker, fake_issuer: FakeIssuer
+) -> None:
+    service = make_service(max_builders_per_head_repository=1)
+    with AdminClient(service.url, ADMIN_TOKEN) as admin:
+        admin.add(
+            {
+                "project": PROJECT,
+                "issuer": fake_issuer.url,
+                "repository": PROJECT,
+                "max_builders": 100,
+            }
+        )
+    first = exchange(http, service, fake_issuer.token(run_id="1"))
+    assert first.status_code == 200, first.text
+    next_run = exchange(http, service, fake_issuer.token(run_id="2"))
+    assert refused(next_run, errors.HEAD_REPOSITORY_BUILDER_LIMIT)
+    other_fork = exchange(
+        http, service, fake_issuer.token(run_id="3", head_repository="someone/octo-repo")
+    )
+    assert other_fork.status_code == 200, other_fork.text
+    release(http, first.json())
+    release(http, other_fork.json())
+
+
 async def test_two_concurrent_exchanges_of_one_token_give_one_builder(
     builder_service: RunningService, fake_issuer: FakeIssuer
 ) -> None:
