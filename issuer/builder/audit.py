@@ -57,7 +57,10 @@ def exchange_refused(
     *,
     project: str | None = None,
     token: VerifiedToken | None = None,
+    why: str | None = None,
 ) -> None:
+    """``why`` is the operator's account (what each relationship trusts); the caller got
+    only ``description``."""
     metrics.EXCHANGES.labels("refused", reason).inc()
     _emit(
         "exchange",
@@ -65,6 +68,7 @@ def exchange_refused(
         reason=reason,
         error=code,
         error_description=description,
+        why=why,
         project=project,
         verified=token is not None,
         **token_fields(token),

@@ -32,6 +32,10 @@ class BuilderConfig:
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     leeway: int = MAX_LEEWAY
     jwks_cache_seconds: int = 300
+    max_token_lifetime: int = 3600
+    """The longest ``exp - iat`` of a subject token accepted, seconds."""
+    max_builders_per_run: int = 4
+    max_builders_per_head_repository: int = 8
     build_timeout: int = 300
     scratch_root: Path = field(default_factory=lambda: default_scratch_root())
     internal_url: str = ""
@@ -100,6 +104,11 @@ class BuilderConfig:
             algorithms=algorithms or DEFAULT_ALGORITHMS,
             leeway=_whole(env, "BUILDER_LEEWAY", MAX_LEEWAY, 0, MAX_LEEWAY),
             jwks_cache_seconds=_whole(env, "BUILDER_JWKS_CACHE_SECONDS", 300, 30, 3600),
+            max_token_lifetime=_whole(env, "BUILDER_MAX_TOKEN_LIFETIME", 3600, 60, 86400),
+            max_builders_per_run=_whole(env, "BUILDER_MAX_BUILDERS_PER_RUN", 4, 1, 100),
+            max_builders_per_head_repository=_whole(
+                env, "BUILDER_MAX_BUILDERS_PER_HEAD_REPOSITORY", 8, 1, 100
+            ),
             build_timeout=_whole(env, "BUILDER_BUILD_TIMEOUT", 300, 1, 3600),
             scratch_root=Path(scratch) if scratch else default_scratch_root(),
             internal_url=_url(env, "BUILDER_INTERNAL_URL") or url,

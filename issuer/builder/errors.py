@@ -1,8 +1,9 @@
 """Every refusal of the builder service: an RFC 6749 error code, a status, and a fixed,
 documented description (docs/builder.md lists them all; a test keeps the two in step).
 
-A refusal may add a detail after the fixed text (which parameter, which reasons), never a
-secret: no token, no build token, no admin token, no key material.
+A refusal may add a detail after the fixed text (which parameter, which rule), never a
+secret: no token, no build token, no admin token, no key material, and never what a trust
+relationship trusts (that goes only to the operator, as ``operator_detail`` in the audit).
 """
 
 from __future__ import annotations
@@ -21,19 +22,37 @@ class Refusal:
     description: str
     retry_after: int | None = None
 
-    def error(self, detail: str | None = None, *, retry_after: int | None = None) -> Refused:
-        return Refused(self, detail, retry_after=retry_after or self.retry_after)
+    def error(
+        self,
+        detail: str | None = None,
+        *,
+        retry_after: int | None = None,
+        operator_detail: str | None = None,
+    ) -> Refused:
+        return Refused(
+            self,
+            detail,
+            retry_after=retry_after or self.retry_after,
+            operator_detail=operator_detail,
+        )
 
 
 class Refused(ApiError):
     """An :class:`ApiError` that remembers which :class:`Refusal` it is."""
 
     def __init__(
-        self, refusal: Refusal, detail: str | None = None, *, retry_after: int | None = None
+        self,
+        refusal: Refusal,
+        detail: str | None = None,
+        *,
+        retry_after: int | None = None,
+        operator_detail: str | None = None,
     ) -> None:
         text = refusal.description if not detail else f"{refusal.description}: {detail}"
         super().__init__(refusal.status, refusal.code, text, retry_after=retry_after)
         self.refusal = refusal
+        self.operator_detail = operator_detail
+        """What only the audit line may say (the values a relationship trusts)."""
 
 
 def _r(reason: str, code: str, status: int, description: str, retry: int | None = None) -> Refusal:
@@ -110,6 +129,15 @@ KID_MALFORMED = _r(
     400,
     "the token's kid is not a string of 1 to 256 printable characters",
 )
+CRIT_UNSUPPORTED = _r(
+    "crit_unsupported",
+    "invalid_grant",
+    400,
+    "the token's header marks an extension critical (crit); this service understands none",
+)
+HEADER_MALFORMED = _r(
+    "header_malformed", "invalid_grant", 400, "a parameter of the token's header is malformed"
+)
 PAYLOAD_MALFORMED = _r(
     "payload_malformed", "invalid_grant", 400, "the token's payload is not a JSON object"
 )
@@ -134,6 +162,18 @@ AUDIENCE_MISMATCH = _r(
 )
 CLAIM_MISSING = _r("claim_missing", "invalid_grant", 400, "the token lacks a required claim")
 CLAIM_INVALID = _r("claim_invalid", "invalid_grant", 400, "a claim of the token is malformed")
+SUBJECT_MISMATCH = _r(
+    "sub_mismatch",
+    "invalid_grant",
+    400,
+    "the token's sub is not repo:REPOSITORY:CONTEXT as GitHub builds it for its event",
+)
+LIFETIME_TOO_LONG = _r(
+    "lifetime_too_long",
+    "invalid_grant",
+    400,
+    "the token lives longer than this service accepts (exp - iat over BUILDER_MAX_TOKEN_LIFETIME)",
+)
 EXPIRED = _r("expired", "invalid_grant", 400, "the token has expired")
 NOT_YET_VALID = _r(
     "not_yet_valid", "invalid_grant", 400, "the token is not valid yet (nbf is in the future)"
@@ -170,6 +210,27 @@ BUILDER_LIMIT = _r(
     "the project has as many live builders as its trust relationship allows;"
     " release one (DELETE its endpoint) or wait until one expires",
 )
+RUN_BUILDER_LIMIT = _r(
+    "run_builder_limit",
+    "temporarily_unavailable",
+    429,
+    "this run has as many live builders in the project as the service allows one run"
+    " (BUILDER_MAX_BUILDERS_PER_RUN); release one (DELETE its endpoint) or wait until one expires",
+)
+HEAD_REPOSITORY_BUILDER_LIMIT = _r(
+    "head_repository_builder_limit",
+    "temporarily_unavailable",
+    429,
+    "the pull request's head repository has as many live builders in the project as the"
+    " service allows one (BUILDER_MAX_BUILDERS_PER_HEAD_REPOSITORY); release one (DELETE its"
+    " endpoint) or wait until one expires",
+)
+LIMIT_REACHED = {
+    "project": BUILDER_LIMIT,
+    "run": RUN_BUILDER_LIMIT,
+    "head_repository": HEAD_REPOSITORY_BUILDER_LIMIT,
+}
+"""The refusal of each limit :meth:`BuilderRegistry.reserve` may report."""
 NOT_EPHEMERAL = _r(
     "not_ephemeral",
     "server_error",

@@ -3,8 +3,8 @@
 ``exchange`` checks the request's parameters, verifies the token (:mod:`.verify`), finds the
 project's trust relationships and evaluates them (:mod:`.policy`), claims the token's ``jti``
 (so that two concurrent exchanges of one token give one builder), counts the builder against
-the relationship's ``max_builders``, mints the build token, and starts the builder. Every
-outcome is one audit line.
+the relationship's ``max_builders`` and the service's per-run and per-head-repository limits,
+mints the build token, and starts the builder. Every outcome is one audit line.
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ from issuer.builder import audit, errors
 from issuer.builder.backend import BackendError, Builder, BuilderBackend, BuilderSpec, OnStopped
 from issuer.builder.buildtokens import BuildTokenInfo, BuildTokens
 from issuer.builder.policy import evaluate
-from issuer.builder.registry import BuilderRecord, BuilderRegistry, credential_hash
+from issuer.builder.registry import (
+    BuilderRecord,
+    BuilderRegistry,
+    Limits,
+    RunLimits,
+    Slot,
+    credential_hash,
+)
 from issuer.builder.relationships import PROJECT, TrustRelationship
 from issuer.builder.truststore import TrustStore
 from issuer.builder.verify import TokenVerifier, VerifiedToken
@@ -102,6 +109,7 @@ class Exchange:
         *,
         service_url: str,
         build_timeout: int,
+        run_limits: RunLimits | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.verifier = verifier
@@ -111,6 +119,7 @@ class Exchange:
         self.backend = backend_factory(self.builder_stopped)
         self._service_url = service_url
         self._build_timeout = build_timeout
+        self._run_limits = run_limits or RunLimits()
         self._clock = clock
         self._projects: dict[str, str] = {}
 
@@ -126,7 +135,9 @@ class Exchange:
                 raise errors.PROJECT_UNKNOWN.error()
             decision = evaluate(relationships, token.claims)
             if decision.relationship is None:
-                raise errors.TRUST_DENIED.error(" | ".join(decision.reasons))
+                raise errors.TRUST_DENIED.error(
+                    " | ".join(decision.rules), operator_detail=" | ".join(decision.reasons)
+                )
             await self.verifier.claim_jti(token)
             try:
                 granted = await self._grant(token, project, decision.relationship)
@@ -141,6 +152,7 @@ class Exchange:
                 refused.description,
                 project=project,
                 token=token,
+                why=refused.operator_detail,
             )
             raise
         audit.exchange_granted(
@@ -154,12 +166,18 @@ class Exchange:
         now = int(self._clock())
         builder_id = "b-" + secrets.token_hex(8)
         expires_at = now + relationship.ttl
-        retry_after = await self.registry.reserve(
-            project, builder_id, expires_at, relationship.max_builders
+        full = await self.registry.reserve(
+            project,
+            Slot(builder_id, expires_at, _run_of(token), _head_repository_of(token)),
+            Limits(
+                relationship.max_builders,
+                self._run_limits.per_run,
+                self._run_limits.per_head_repository,
+            ),
         )
-        if retry_after:
-            raise errors.BUILDER_LIMIT.error(
-                f"at most {relationship.max_builders}", retry_after=retry_after
+        if full is not None:
+            raise errors.LIMIT_REACHED[full.limit].error(
+                f"at most {full.allowed}", retry_after=full.retry_after
             )
         credential = secrets.token_urlsafe(32)
         build_token, digest = await self.tokens.mint(
@@ -226,3 +244,14 @@ class Exchange:
 
     async def close(self) -> None:
         await self.backend.close()
+
+
+def _run_of(token: VerifiedToken) -> str:
+    """The run the token names, whatever its attempt (identity.py made both claims strings)."""
+    return f"{token.claim('repository')}#{token.claim('run_id')}"
+
+
+def _head_repository_of(token: VerifiedToken) -> str:
+    """Where the pull request's code comes from: the fork (the repository itself for a
+    pull request from a branch, or a token without ``head_repository``)."""
+    return token.claim("head_repository") or token.claim("repository") or ""

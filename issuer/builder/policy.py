@@ -5,6 +5,12 @@ answers :class:`Outcome` (allowed or not, and why), :class:`AllOf` refuses to be
 empty (an empty policy would allow everything), and a relationship is the ``AllOf`` of its
 checks. :func:`evaluate` tries a project's relationships in order and returns the first that
 allows the token, or every relationship's reasons for refusing it.
+
+Every outcome has two texts. ``reason`` is the operator's (the audit line): the token's
+value and the relationship's. ``rule`` is the caller's (the refusal's description): which
+rule refused and the token's own value, never what the relationship trusts, so that a
+refusal does not teach any fork's author the policy (the repository to name, the pattern
+to fit).
 """
 
 from __future__ import annotations
@@ -23,6 +29,14 @@ MAX_VALUE = 1024
 class Outcome:
     allowed: bool
     reason: str
+    """For the operator: may name what the relationship trusts."""
+    rule: str = ""
+    """For the caller: which rule refused, never the relationship's value. Defaults to
+    ``reason`` for a check whose reason reveals nothing of the relationship."""
+
+    def __post_init__(self) -> None:
+        if not self.rule:
+            object.__setattr__(self, "rule", self.reason)
 
 
 class Check(Protocol):
@@ -41,7 +55,7 @@ class IssuerIs:
     def check(self, claims: Mapping[str, Any]) -> Outcome:
         if claims.get("iss") == self.issuer:
             return Outcome(True, f"issuer is {self.issuer}")
-        return Outcome(False, f"issuer is not {self.issuer}")
+        return Outcome(False, f"issuer is not {self.issuer}", "issuer is not the trusted one")
 
 
 @dataclass(frozen=True)
@@ -52,7 +66,11 @@ class RepositoryIs:
         value = _value(claims, "repository")
         if value == self.repository:
             return Outcome(True, f"repository is {self.repository}")
-        return Outcome(False, f"repository {value!r} is not {self.repository}")
+        return Outcome(
+            False,
+            f"repository {value!r} is not {self.repository}",
+            f"repository {value!r} is not the trusted one",
+        )
 
 
 @dataclass(frozen=True)
@@ -80,7 +98,11 @@ class EventIn:
         value = _value(claims, "event_name")
         if value is not None and value in self.events:
             return Outcome(True, f"event {value} is allowed")
-        return Outcome(False, f"event {value!r} is not one of {', '.join(self.events)}")
+        return Outcome(
+            False,
+            f"event {value!r} is not one of {', '.join(self.events)}",
+            f"event {value!r} is not allowed",
+        )
 
 
 class AllOf:
@@ -93,9 +115,11 @@ class AllOf:
 
     def check(self, claims: Mapping[str, Any]) -> Outcome:
         outcomes = [check.check(claims) for check in self.checks]
-        refused = [o.reason for o in outcomes if not o.allowed]
+        refused = [o for o in outcomes if not o.allowed]
         if refused:
-            return Outcome(False, "; ".join(refused))
+            return Outcome(
+                False, "; ".join(o.reason for o in refused), "; ".join(o.rule for o in refused)
+            )
         return Outcome(True, "; ".join(o.reason for o in outcomes))
 
 
@@ -119,7 +143,10 @@ class Decision:
     relationship: TrustRelationship | None
     """The relationship that allows the token, or None."""
     reasons: tuple[str, ...]
-    """Why it matched (one entry), or why each relationship did not (one entry each)."""
+    """Why it matched (one entry), or why each relationship did not (one entry each): the
+    operator's text, for the audit line."""
+    rules: tuple[str, ...] = ()
+    """Which rule of each relationship refused: the caller's text, for the refusal."""
 
     @property
     def allowed(self) -> bool:
@@ -127,10 +154,12 @@ class Decision:
 
 
 def evaluate(relationships: Sequence[TrustRelationship], claims: Mapping[str, Any]) -> Decision:
-    refusals: list[str] = []
+    reasons: list[str] = []
+    rules: list[str] = []
     for relationship in relationships:
         outcome = policy_of(relationship).check(claims)
         if outcome.allowed:
             return Decision(relationship, (f"{relationship.id}: {outcome.reason}",))
-        refusals.append(f"{relationship.id}: {outcome.reason}")
-    return Decision(None, tuple(refusals))
+        reasons.append(f"{relationship.id}: {outcome.reason}")
+        rules.append(f"{relationship.id}: {outcome.rule}")
+    return Decision(None, tuple(reasons), tuple(rules))

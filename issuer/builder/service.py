@@ -15,7 +15,7 @@ from issuer.builder.exchange import Exchange
 from issuer.builder.imagebuild import ImageSettings
 from issuer.builder.jwks import IssuerKeys
 from issuer.builder.process import BuilderProcesses
-from issuer.builder.registry import BuilderRegistry
+from issuer.builder.registry import BuilderRegistry, RunLimits
 from issuer.builder.sandbox import Limits
 from issuer.builder.truststore import TrustStore
 from issuer.builder.verify import TokenVerifier
@@ -77,6 +77,7 @@ class BuilderService:
             audience=config.audience,
             algorithms=config.algorithms,
             leeway=config.leeway,
+            max_lifetime=config.max_token_lifetime,
         )
         tokens = BuildTokens(store)
 
@@ -98,6 +99,9 @@ class BuilderService:
             make_backend,
             service_url=config.internal_url,
             build_timeout=config.build_timeout,
+            run_limits=RunLimits(
+                config.max_builders_per_run, config.max_builders_per_head_repository
+            ),
         )
         return cls(config, store, http, exchange)
 

@@ -3,13 +3,18 @@
 The order matters and is the reason this module exists:
 
 1. The header's ``alg`` must be one the configuration lists (``none`` and ``HS*`` never are);
-   the key is then used only with that algorithm, and must be of the matching type.
+   the key is then used only with that algorithm, and must be of the matching type. A
+   ``crit`` header is refused (this service understands no extension), so is a registered
+   header parameter of the wrong type; unknown ones are ignored (RFC 7515).
 2. The unverified payload's ``iss`` is used for one thing: to pick among the *configured*
    issuers. An issuer not configured is refused before any network request. ``jku``,
-   ``x5u`` and ``jwk`` headers are never read.
+   ``x5u``, ``jwk`` and ``x5c`` headers are never read (a header holding a whole key or
+   certificate chain is still a JWS: it is verified, with the configured key, like any).
 3. The key is the configured issuer's key with the header's ``kid`` (see :mod:`.jwks`).
 4. Only after the signature verifies are the claims trusted: ``aud`` must be this service's
-   audience, ``exp`` / ``nbf`` / ``iat`` hold within the leeway, ``jti`` is present.
+   audience, ``exp`` / ``nbf`` / ``iat`` hold within the leeway, the token lives no longer
+   than ``max_lifetime`` from ``iat``, ``jti`` is present, and the identity claims are what
+   GitHub would sign (:mod:`.identity`).
 
 Claiming the ``jti`` (once, ``SET NX``, until ``exp`` plus the leeway) is a separate step,
 :meth:`TokenVerifier.claim_jti`, so that the caller decides when a token counts as used.
@@ -27,16 +32,31 @@ from typing import Any
 from joserfc import jws
 from joserfc.errors import ClaimError, ExpiredTokenError, JoseError, MissingClaimError
 from joserfc.jwk import ECKey, Key, RSAKey
+from joserfc.jws import JWSRegistry
 from joserfc.jwt import JWTClaimsRegistry
 
 from issuer.builder import errors
+from issuer.builder.identity import check_identity
 from issuer.builder.jwks import IssuerKeys, IssuerUnavailable
 from issuer.store import Store
 
 MAX_TOKEN = 16 * 1024
 MAX_KID = 256
 MAX_JTI = 256
+DEFAULT_MAX_LIFETIME = 3600
 _CURVES = {"ES256": "P-256", "ES384": "P-384"}
+
+
+def _registry(algorithms: list[str] | None = None) -> JWSRegistry:
+    """joserfc's registry, but reading a header as RFC 7515 does: unknown parameters are
+    ignored rather than failing the signature, and a header may be as long as the token (the
+    default 512 bytes made a token with a ``jwk`` or ``x5c`` header "not a JWS")."""
+    registry = JWSRegistry(algorithms=algorithms, strict_check_header=False)
+    registry.max_header_length = MAX_TOKEN
+    return registry
+
+
+_REGISTRY = _registry()
 
 
 @dataclass(frozen=True)
@@ -76,6 +96,7 @@ class TokenVerifier:
         audience: str,
         algorithms: tuple[str, ...],
         leeway: int,
+        max_lifetime: int = DEFAULT_MAX_LIFETIME,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._keys = keys
@@ -83,6 +104,7 @@ class TokenVerifier:
         self._audience = audience
         self._algorithms = algorithms
         self._leeway = leeway
+        self._max_lifetime = max_lifetime
         self._clock = clock
 
     async def verify(self, token: str) -> VerifiedToken:
@@ -90,7 +112,7 @@ class TokenVerifier:
         if not token or len(token) > MAX_TOKEN or token.count(".") != 2:
             raise errors.TOKEN_MALFORMED.error()
         try:
-            obj = jws.extract_compact(token.encode("ascii"))
+            obj = jws.extract_compact(token.encode("ascii"), registry=_REGISTRY)
             header = obj.headers()
         except (JoseError, ValueError, TypeError, UnicodeError):
             raise errors.TOKEN_MALFORMED.error() from None
@@ -102,6 +124,7 @@ class TokenVerifier:
             raise errors.KID_MISSING.error()
         if not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID or not kid.isprintable():
             raise errors.KID_MALFORMED.error()
+        _check_header(header)
         unverified = _json_object(obj.payload)
         issuer = unverified.get("iss")
         if not isinstance(issuer, str) or not self._keys.trusts(issuer):
@@ -115,7 +138,7 @@ class TokenVerifier:
         if not key_fits(key, alg):
             raise errors.KEY_MISMATCH.error()
         try:
-            valid = jws.validate_compact(obj, key, algorithms=[alg])
+            valid = jws.validate_compact(obj, key, registry=_registry([alg]))
         except (JoseError, ValueError, TypeError):
             valid = False
         if not valid:
@@ -126,6 +149,7 @@ class TokenVerifier:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI:
             raise errors.CLAIM_INVALID.error("jti must be a string of 1 to 256 characters")
+        check_identity(claims)
         return VerifiedToken(issuer, claims, jti, int(claims["exp"]))
 
     def _check_audience(self, aud: object) -> None:
@@ -158,20 +182,36 @@ class TokenVerifier:
             if error.claim == "iat" and numeric:
                 raise errors.ISSUED_IN_FUTURE.error() from None
             raise errors.CLAIM_INVALID.error(f"{error.claim} is malformed") from None
+        if claims["exp"] - claims["iat"] > self._max_lifetime:
+            raise errors.LIFETIME_TOO_LONG.error(f"at most {self._max_lifetime} seconds")
 
     def _jti_key(self, token: VerifiedToken) -> str:
         digest = hashlib.sha256(f"{token.issuer}\n{token.jti}".encode()).hexdigest()
         return f"builder:jti:{digest}"
 
     async def claim_jti(self, token: VerifiedToken) -> None:
-        """Mark the token used, across replicas; raises REPLAYED if it already was."""
-        ttl = max(1, token.expires_at + self._leeway - int(self._clock()))
+        """Mark the token used, across replicas; raises REPLAYED if it already was. Kept until
+        ``exp`` plus the leeway, and never longer than a token may live."""
+        longest = self._max_lifetime + 2 * self._leeway
+        ttl = min(longest, max(1, token.expires_at + self._leeway - int(self._clock())))
         if not await self._store.set(self._jti_key(token), b"1", ttl=ttl, only_if_absent=True):
             raise errors.REPLAYED.error()
 
     async def release_jti(self, token: VerifiedToken) -> None:
         """Undo :meth:`claim_jti` when the exchange gave nothing (e.g. the builder limit)."""
         await self._store.delete(self._jti_key(token))
+
+
+def _check_header(header: Mapping[str, Any]) -> None:
+    """Refuse ``crit`` (RFC 7515 section 4.1.11: an extension marked critical that the
+    recipient does not understand makes the JWS invalid; this service understands none) and
+    registered parameters of the wrong type, each with its own reason."""
+    if "crit" in header:
+        raise errors.CRIT_UNSUPPORTED.error()
+    try:
+        _REGISTRY.check_header(dict(header))
+    except JoseError as error:
+        raise errors.HEADER_MALFORMED.error(error.description or error.error) from None
 
 
 def _json_object(payload: bytes) -> dict[str, Any]:

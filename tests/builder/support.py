@@ -54,6 +54,7 @@ class FakeIssuer:
         self.keys: list[RSAKey | ECKey] = keys or [pooled_rsa_key()]
         self.requests: list[str] = []
         self.discovery_issuer: str | None = None  # set to lie about the issuer
+        self.jwks_headers: dict[str, str] = {}  # Cache-Control, Age: as the test sets them
         sock = bound_socket()
         self.url = "http://{}:{}".format(*sock.getsockname()[:2])
         app = Starlette(
@@ -70,6 +71,7 @@ class FakeIssuer:
         del self.keys[1:]
         self.requests.clear()
         self.discovery_issuer = None
+        self.jwks_headers = {}
         return self
 
     @property
@@ -99,7 +101,7 @@ class FakeIssuer:
             jwk = dict(key.as_dict(private=False))
             jwk.update(kid=self.kid(key), use="sig")
             keys.append(jwk)
-        return JSONResponse({"keys": keys})
+        return JSONResponse({"keys": keys}, headers=self.jwks_headers)
 
     async def _other(self, request: Request) -> Response:
         self.requests.append(request.url.path)
@@ -124,6 +126,8 @@ class FakeIssuer:
             "actor": "contributor",
         }
         claims.update(overrides)
+        if "sub" not in overrides and isinstance(claims["repository"], str):
+            claims["sub"] = f"repo:{claims['repository']}:pull_request"  # as GitHub builds it
         return {name: value for name, value in claims.items() if value is not None}
 
     def token(
@@ -176,3 +180,43 @@ def context(
         if extra is not None:
             extra(tar)
     return buffer.getvalue()
+
+
+def signed(key: RSAKey | ECKey, header: dict[str, Any], claims: dict[str, Any]) -> str:
+    """An RS256 JWS over any header, signed without a JOSE library's checks (a ``crit`` it
+    does not know, a header longer than it allows): what an issuer, honest or not, could send."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    private = key.private_key
+    assert isinstance(private, rsa.RSAPrivateKey)
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    signature = private.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{b64(signature)}"
+
+
+def certificate_chain(key: RSAKey) -> list[str]:
+    """An ``x5c`` value: a self-signed certificate of ``key``, base64 DER."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    private = key.private_key
+    assert isinstance(private, rsa.RSAPrivateKey)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attacker")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(private, hashes.SHA256())
+    )
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    return [base64.b64encode(der).decode()]

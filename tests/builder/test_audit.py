@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.builder.conftest import RunningService, exchange
-from tests.builder.support import ADMIN_TOKEN, FakeIssuer, context
+from tests.builder.support import ADMIN_TOKEN, PROJECT, FakeIssuer, context
 
 pytestmark = pytest.mark.usefixtures("trusted")
 
@@ -117,6 +117,19 @@ def test_a_refusal_of_a_verified_token_names_its_run(
         "99",
         "evil/repo",
     )
+
+
+def test_the_audit_line_of_an_access_denied_keeps_what_the_relationship_trusts(
+    http: httpx.Client,
+    builder_service: RunningService,
+    fake_issuer: FakeIssuer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO")
+    exchange(http, builder_service, fake_issuer.token(repository="evil/repo"))
+    (line,) = [line for line in audit_lines(caplog) if line["event"] == "exchange"]
+    assert f"repository 'evil/repo' is not {PROJECT}" in line["why"]
+    assert PROJECT not in line["error_description"]
 
 
 def test_a_malformed_request_is_audited_too(

@@ -84,3 +84,26 @@ def test_serve_with_a_bad_setting_stops_with_one_line() -> None:
     assert result.stderr.strip().count("\n") == 0
     assert "BUILDER_ADMIN_TOKEN" in result.stderr and "s3cr!t" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_maximum_token_lifetime_defaults_to_an_hour_and_is_read() -> None:
+    assert config().max_token_lifetime == 3600
+    assert config(BUILDER_MAX_TOKEN_LIFETIME="600").max_token_lifetime == 600
+
+
+@pytest.mark.parametrize("value", ["0", "59", "86401", "1h"])
+def test_a_maximum_token_lifetime_out_of_range_is_refused(value: str) -> None:
+    assert problem(BUILDER_MAX_TOKEN_LIFETIME=value).variable == "BUILDER_MAX_TOKEN_LIFETIME"
+
+
+def test_the_per_run_and_per_head_repository_limits_have_defaults_and_are_read() -> None:
+    assert (config().max_builders_per_run, config().max_builders_per_head_repository) == (4, 8)
+    parsed = config(BUILDER_MAX_BUILDERS_PER_RUN="1", BUILDER_MAX_BUILDERS_PER_HEAD_REPOSITORY="3")
+    assert (parsed.max_builders_per_run, parsed.max_builders_per_head_repository) == (1, 3)
+
+
+@pytest.mark.parametrize(
+    "name", ["BUILDER_MAX_BUILDERS_PER_RUN", "BUILDER_MAX_BUILDERS_PER_HEAD_REPOSITORY"]
+)
+def test_a_per_run_limit_out_of_range_is_refused(name: str) -> None:
+    assert problem(**{name: "0"}).variable == name

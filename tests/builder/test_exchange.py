@@ -10,12 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from joserfc.jwk import RSAKey
 
 from issuer.builder import errors
 from issuer.builder.adminclient import AdminClient
 from issuer.builder.backend import BackendError, Builder, BuilderSpec, OnStopped
 from tests.builder.conftest import RunningService, ServiceMaker, exchange, exchange_form
-from tests.builder.support import ADMIN_TOKEN, PROJECT, FakeIssuer, unsigned
+from tests.builder.support import ADMIN_TOKEN, PROJECT, FakeIssuer, signed, unsigned
 
 pytestmark = pytest.mark.usefixtures("trusted")
 
@@ -131,15 +132,97 @@ def test_a_forged_token_is_an_invalid_grant(
     assert response.headers["cache-control"] == "no-store"
 
 
-def test_a_token_no_relationship_allows_is_access_denied_with_the_reasons(
+THIRTY_YEARS = 30 * 365 * 86400
+
+
+def _run_id_as_a_list(issuer: FakeIssuer) -> str:
+    return issuer.token(run_id=["1234"])
+
+
+def _sub_of_another_repository(issuer: FakeIssuer) -> str:
+    return issuer.token(sub="repo:evil/other:pull_request")
+
+
+def _repository_id_as_a_number(issuer: FakeIssuer) -> str:
+    return issuer.token(repository_id=42)
+
+
+def _thirty_years_of_life(issuer: FakeIssuer) -> str:
+    now = int(time.time())
+    return issuer.token(iat=now, exp=now + THIRTY_YEARS)
+
+
+def _an_attackers_jwk_header(issuer: FakeIssuer) -> str:
+    attacker = RSAKey.generate_key(2048, private=True)
+    jwk = dict(attacker.as_dict(private=False))
+    return signed(attacker, {"alg": "RS256", "kid": issuer.kid(), "jwk": jwk}, issuer.claims())
+
+
+def _an_unknown_critical_extension(issuer: FakeIssuer) -> str:
+    header = {"alg": "RS256", "kid": issuer.kid(), "crit": ["exp"], "exp": 1}
+    return signed(issuer.key, header, issuer.claims())
+
+
+@pytest.mark.parametrize(
+    ("make", "refusal", "named"),
+    [
+        (_run_id_as_a_list, errors.CLAIM_INVALID, "run_id must be a string"),
+        (_sub_of_another_repository, errors.SUBJECT_MISMATCH, "repo:octo-org/octo-repo"),
+        (_repository_id_as_a_number, errors.CLAIM_INVALID, "repository_id must be a string"),
+        (_thirty_years_of_life, errors.LIFETIME_TOO_LONG, "at most 3600 seconds"),
+        (_an_attackers_jwk_header, errors.SIGNATURE_INVALID, ""),
+        (_an_unknown_critical_extension, errors.CRIT_UNSUPPORTED, ""),
+    ],
+)
+def test_a_token_no_honest_issuer_signs_is_an_invalid_grant_naming_its_cause(
+    http: httpx.Client,
+    builder_service: RunningService,
+    fake_issuer: FakeIssuer,
+    make: Any,
+    refusal: errors.Refusal,
+    named: str,
+) -> None:
+    response = exchange(http, builder_service, make(fake_issuer))
+    assert refused(response, refusal), response.text
+    assert named in response.json()["error_description"]
+    assert await_live(builder_service) == {}
+
+
+def test_a_token_no_relationship_allows_is_access_denied_naming_the_rule(
     http: httpx.Client, builder_service: RunningService, fake_issuer: FakeIssuer
 ) -> None:
     response = exchange(http, builder_service, fake_issuer.token(repository="evil/octo-repo"))
     assert refused(response, errors.TRUST_DENIED)
     assert (
-        "repository 'evil/octo-repo' is not octo-org/octo-repo"
-        in response.json()["error_description"]
+        "repository 'evil/octo-repo' is not the trusted one"
+        in (response.json()["error_description"])
     )
+
+
+def test_an_access_denied_never_names_what_a_relationship_trusts(
+    http: httpx.Client, builder_service: RunningService, fake_issuer: FakeIssuer, admin: AdminClient
+) -> None:
+    admin.add(
+        {
+            "project": "hidden/project",
+            "issuer": fake_issuer.url,
+            "repository": "hidden-org/hidden-repo",
+            "events": ["merge_group"],
+        }
+    )
+    admin.add(
+        {
+            "project": "hidden/project",
+            "issuer": fake_issuer.url,
+            "repository_pattern": "hidden-org/pattern-[0-9]+",
+            "claims": {"actor": "hidden-actor"},
+        }
+    )
+    response = exchange(http, builder_service, fake_issuer.token(), audience="hidden/project")
+    assert refused(response, errors.TRUST_DENIED)
+    description = response.json()["error_description"]
+    assert "hidden" not in description and "merge_group" not in description
+    assert "repository 'octo-org/octo-repo' is not the trusted one" in description
 
 
 def test_a_replayed_token_is_refused(
@@ -202,6 +285,57 @@ def test_the_builder_limit_holds_per_project(
     assert elsewhere.status_code == 200
     release(http, mine.json())
     release(http, elsewhere.json())
+
+
+def test_one_run_cannot_hold_every_builder_of_a_project(
+    http: httpx.Client, make_service: ServiceMaker, fake_issuer: FakeIssuer
+) -> None:
+    service = make_service(max_builders_per_run=1)
+    with AdminClient(service.url, ADMIN_TOKEN) as admin:
+        admin.add(
+            {
+                "project": PROJECT,
+                "issuer": fake_issuer.url,
+                "repository": PROJECT,
+                "max_builders": 100,
+            }
+        )
+    first = exchange(http, service, fake_issuer.token(run_id="1234"))
+    assert first.status_code == 200, first.text
+    again = exchange(http, service, fake_issuer.token(run_id="1234", run_attempt="2"))
+    assert refused(again, errors.RUN_BUILDER_LIMIT)
+    assert 0 < int(again.headers["retry-after"]) <= 600
+    other_run = exchange(
+        http, service, fake_issuer.token(run_id="5678", head_repository="someone/octo-repo")
+    )
+    assert other_run.status_code == 200, other_run.text
+    release(http, first.json())
+    release(http, other_run.json())
+
+
+def test_one_head_repository_cannot_hold_every_builder_of_a_project(
+    http: httpx.Client, make_service: ServiceMaker, fake_issuer: FakeIssuer
+) -> None:
+    service = make_service(max_builders_per_head_repository=1)
+    with AdminClient(service.url, ADMIN_TOKEN) as admin:
+        admin.add(
+            {
+                "project": PROJECT,
+                "issuer": fake_issuer.url,
+                "repository": PROJECT,
+                "max_builders": 100,
+            }
+        )
+    first = exchange(http, service, fake_issuer.token(run_id="1"))
+    assert first.status_code == 200, first.text
+    next_run = exchange(http, service, fake_issuer.token(run_id="2"))
+    assert refused(next_run, errors.HEAD_REPOSITORY_BUILDER_LIMIT)
+    other_fork = exchange(
+        http, service, fake_issuer.token(run_id="3", head_repository="someone/octo-repo")
+    )
+    assert other_fork.status_code == 200, other_fork.text
+    release(http, first.json())
+    release(http, other_fork.json())
 
 
 async def test_two_concurrent_exchanges_of_one_token_give_one_builder(

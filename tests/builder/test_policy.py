@@ -51,27 +51,46 @@ def test_a_pattern_does_not_match_a_prefix_of_the_value() -> None:
     assert not evaluate([rel], token()).allowed
 
 
-def test_another_repository_is_refused_with_its_name() -> None:
+def test_another_repository_is_refused_and_the_operator_learns_both_names() -> None:
     decision = evaluate([relationship(repository="octo-org/octo-repo")], token(repository="x/y"))
     assert not decision.allowed
     assert "repository 'x/y' is not octo-org/octo-repo" in decision.reasons[0]
 
 
+def test_the_caller_learns_which_rule_refused_but_not_the_trusted_repository() -> None:
+    decision = evaluate([relationship(repository="octo-org/octo-repo")], token(repository="x/y"))
+    assert "repository 'x/y' is not the trusted one" in decision.rules[0]
+    assert "octo-org/octo-repo" not in decision.rules[0]
+
+
 def test_another_issuer_is_refused() -> None:
     rel = relationship(repository="octo-org/octo-repo", issuer="https://other.example")
-    assert "issuer is not https://other.example" in evaluate([rel], token()).reasons[0]
+    decision = evaluate([rel], token())
+    assert "issuer is not https://other.example" in decision.reasons[0]
+    assert "issuer is not the trusted one" in decision.rules[0]
+    assert "other.example" not in decision.rules[0]
 
 
 def test_an_event_not_allowed_is_refused() -> None:
-    decision = evaluate([relationship(repository="octo-org/octo-repo")], token(event_name="push"))
-    assert "event 'push' is not one of pull_request" in decision.reasons[0]
+    rel = relationship(repository="octo-org/octo-repo", events=["pull_request", "merge_group"])
+    decision = evaluate([rel], token(event_name="push"))
+    assert "event 'push' is not one of pull_request, merge_group" in decision.reasons[0]
+    assert "event 'push' is not allowed" in decision.rules[0]
+    assert "merge_group" not in decision.rules[0]
+
+
+def test_a_repository_pattern_refusal_does_not_reveal_the_pattern() -> None:
+    rel = relationship(repository_pattern="octo-org/secret-[0-9]+")
+    decision = evaluate([rel], token())
+    assert "repository 'octo-org/octo-repo' does not match its pattern" in decision.rules[0]
+    assert "secret" not in decision.rules[0]
 
 
 def test_a_claim_pattern_refusal_does_not_reveal_the_pattern() -> None:
     rel = relationship(repository="octo-org/octo-repo", claims={"actor": "trusted-[a-z]+"})
     decision = evaluate([rel], token())
-    assert "actor 'contributor' does not match its pattern" in decision.reasons[0]
-    assert "trusted-" not in decision.reasons[0]
+    assert "actor 'contributor' does not match its pattern" in decision.rules[0]
+    assert "trusted-" not in decision.rules[0]
 
 
 def test_a_missing_claim_is_refused() -> None:

@@ -10,13 +10,21 @@ from typing import Any
 
 import httpx
 import pytest
-from joserfc.jwk import ECKey
+from joserfc.jwk import ECKey, RSAKey
 
 from issuer.builder import errors
 from issuer.builder.jwks import IssuerKeys
 from issuer.builder.verify import TokenVerifier, VerifiedToken
 from issuer.store import RedisStore
-from tests.builder.support import AUDIENCE, FakeIssuer, hs256, pooled_rsa_key, unsigned
+from tests.builder.support import (
+    AUDIENCE,
+    FakeIssuer,
+    certificate_chain,
+    hs256,
+    pooled_rsa_key,
+    signed,
+    unsigned,
+)
 
 Make = Callable[..., TokenVerifier]
 
@@ -174,6 +182,72 @@ async def test_a_time_claim_that_is_not_a_number_is_refused(
     assert await refusal(verifier, token) is errors.CLAIM_INVALID
 
 
+async def test_a_token_that_lives_thirty_years_is_refused(
+    verifier: TokenVerifier, fake_issuer: FakeIssuer
+) -> None:
+    now = int(time.time())
+    token = fake_issuer.token(iat=now, exp=now + 30 * 365 * 86400)
+    assert await refusal(verifier, token) is errors.LIFETIME_TOO_LONG
+
+
+async def test_the_lifetime_is_counted_from_iat(
+    verifier: TokenVerifier, fake_issuer: FakeIssuer
+) -> None:
+    now = int(time.time())
+    token = fake_issuer.token(iat=now - 3000, nbf=now - 3000, exp=now + 601)  # 3601 s
+    assert await refusal(verifier, token) is errors.LIFETIME_TOO_LONG
+
+
+async def test_a_token_living_the_configured_maximum_is_accepted(
+    verifier: TokenVerifier, fake_issuer: FakeIssuer
+) -> None:
+    now = int(time.time())
+    token = fake_issuer.token(iat=now - 3000, nbf=now - 3000, exp=now + 600)  # 3600 s
+    assert isinstance(await verifier.verify(token), VerifiedToken)
+
+
+async def test_the_maximum_lifetime_is_configurable(
+    redis_store: RedisStore, fake_issuer: FakeIssuer
+) -> None:
+    async with httpx.AsyncClient(timeout=5) as client:
+        keys = IssuerKeys(redis_store, client, (fake_issuer.url,))
+        verifier = TokenVerifier(
+            keys, redis_store, audience=AUDIENCE, algorithms=("RS256",), leeway=0, max_lifetime=60
+        )
+        now = int(time.time())
+        token = fake_issuer.token(iat=now, exp=now + 61)
+        assert await refusal(verifier, token) is errors.LIFETIME_TOO_LONG
+
+
+async def test_a_jti_is_never_kept_longer_than_a_token_may_live(
+    verifier: TokenVerifier, redis_url: str
+) -> None:
+    import redis
+
+    far = int(time.time()) + 30 * 365 * 86400
+    await verifier.claim_jti(VerifiedToken("https://issuer.example", {}, "j-1", far))
+    client = redis.Redis.from_url(redis_url)
+    (key,) = client.keys("builder:jti:*")
+    assert 0 < client.ttl(key) <= 3600 + 2 * 60
+    client.close()
+
+
+async def test_an_ill_typed_identity_claim_is_refused_after_the_signature(
+    verifier: TokenVerifier, fake_issuer: FakeIssuer
+) -> None:
+    with pytest.raises(errors.Refused) as caught:
+        await verifier.verify(fake_issuer.token(run_id=["1234"]))
+    assert caught.value.refusal is errors.CLAIM_INVALID
+    assert "run_id" in caught.value.description
+
+
+async def test_a_sub_that_disagrees_with_the_repository_is_refused(
+    verifier: TokenVerifier, fake_issuer: FakeIssuer
+) -> None:
+    token = fake_issuer.token(sub="repo:evil/other:pull_request")
+    assert await refusal(verifier, token) is errors.SUBJECT_MISMATCH
+
+
 async def test_a_jti_is_claimed_once(verifier: TokenVerifier, fake_issuer: FakeIssuer) -> None:
     verified = await verifier.verify(fake_issuer.token())
     await verifier.claim_jti(verified)
@@ -274,6 +348,58 @@ async def test_a_genuine_token_with_a_jku_header_is_verified_with_configured_key
     token = fake_issuer.token(header={"jku": f"{other_issuer.url}/.well-known/jwks"})
     assert isinstance(await verifier.verify(token), VerifiedToken)
     assert other_issuer.requests == []
+
+
+async def test_an_unknown_critical_extension_on_a_genuine_token_is_named(
+    verifier: TokenVerifier, fake_issuer: FakeIssuer
+) -> None:
+    header = {"alg": "RS256", "kid": fake_issuer.kid(), "crit": ["exp"], "exp": 1}
+    token = signed(fake_issuer.key, header, fake_issuer.claims())
+    assert await refusal(verifier, token) is errors.CRIT_UNSUPPORTED
+
+
+async def test_a_header_parameter_of_the_wrong_type_is_named(
+    verifier: TokenVerifier, fake_issuer: FakeIssuer
+) -> None:
+    header = {"alg": "RS256", "kid": fake_issuer.kid(), "x5c": "not-a-list"}
+    token = signed(fake_issuer.key, header, fake_issuer.claims())
+    assert await refusal(verifier, token) is errors.HEADER_MALFORMED
+
+
+async def test_an_unknown_header_parameter_is_ignored(
+    verifier: TokenVerifier, fake_issuer: FakeIssuer
+) -> None:
+    header = {"alg": "RS256", "kid": fake_issuer.kid(), "x-trace": "abc"}
+    token = signed(fake_issuer.key, header, fake_issuer.claims())
+    assert isinstance(await verifier.verify(token), VerifiedToken)
+
+
+async def test_an_attackers_token_with_its_own_rsa_jwk_fails_on_its_signature(
+    verifier: TokenVerifier, fake_issuer: FakeIssuer
+) -> None:
+    attacker = RSAKey.generate_key(2048, private=True)  # never the issuer's pooled key
+    embedded = dict(attacker.as_dict(private=False))
+    header = {"alg": "RS256", "kid": fake_issuer.kid(), "jwk": embedded}
+    token = signed(attacker, header, fake_issuer.claims())
+    assert await refusal(verifier, token) is errors.SIGNATURE_INVALID
+
+
+async def test_an_attackers_token_with_an_x5c_chain_fails_on_its_signature(
+    verifier: TokenVerifier, fake_issuer: FakeIssuer
+) -> None:
+    attacker = RSAKey.generate_key(2048, private=True)
+    header = {"alg": "RS256", "kid": fake_issuer.kid(), "x5c": certificate_chain(attacker)}
+    token = signed(attacker, header, fake_issuer.claims())
+    assert await refusal(verifier, token) is errors.SIGNATURE_INVALID
+
+
+async def test_a_genuine_token_with_a_certificate_chain_is_verified_with_configured_keys_only(
+    verifier: TokenVerifier, fake_issuer: FakeIssuer
+) -> None:
+    chain = certificate_chain(pooled_rsa_key())
+    header = {"alg": "RS256", "kid": fake_issuer.kid(), "x5c": chain}
+    token = signed(fake_issuer.key, header, fake_issuer.claims())
+    assert isinstance(await verifier.verify(token), VerifiedToken)
 
 
 @pytest.mark.parametrize(
