@@ -34,7 +34,10 @@ def _free_port() -> int:
 class LocalRegistry:
     """``docker-registry serve`` on ``127.0.0.1:PORT``; a context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, htpasswd: str | None = None) -> None:
+        """``htpasswd``: the contents of an htpasswd file (bcrypt): the registry then asks
+        for HTTP Basic credentials."""
+        self._htpasswd = htpasswd
         self.port = _free_port()
         self.host = f"127.0.0.1:{self.port}"
         self._directory = Path(tempfile.mkdtemp(prefix="issuer-registry-"))
@@ -52,6 +55,11 @@ class LocalRegistry:
             "  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.host}\n"
         )
+        if self._htpasswd is not None:
+            users = self._directory / "htpasswd"
+            users.write_text(self._htpasswd)
+            with config.open("a") as file:
+                file.write(f"auth:\n  htpasswd:\n    realm: registry\n    path: {users}\n")
         self._process = subprocess.Popen(  # noqa: S603  (our own config, our own binary)
             [binary, "serve", str(config)],
             stdout=subprocess.DEVNULL,
