@@ -158,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     token_cli.add_arguments(token)
     token.set_defaults(handler=token_cli.run)
 
+    build = commands.add_parser(
+        "build", help="the workflow step: the token traded for an ephemeral builder, an image built"
+    )
+    token_cli.add_build_arguments(build)
+    build.set_defaults(handler=token_cli.run_build)
+
     sim = commands.add_parser("github-sim", help="the GitHub simulator on its own")
     sim.add_argument("--port", type=int, default=8001)
     sim.set_defaults(handler=_github_sim)

@@ -1,4 +1,5 @@
-"""``issuer token``: the workflow step, whole or in its two halves, or its relay.
+"""``issuer token``: the workflow step, whole or in its two halves, or its relay; and
+``issuer build``: the token traded for an ephemeral builder that builds the image.
 
 Modes: ``token`` (claim, print the line, exchange; with ``--relay SLOT``: claim on that relay
 slot, print nothing, exchange), ``claim`` and ``exchange`` (the two halves, for two steps of
@@ -9,11 +10,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from issuer.client import messages
+from issuer.client.build import BuildStep, Interrupted, Interrupts, build
+from issuer.client.builderclient import BuildOptions
 from issuer.client.codes import ClientError, ExitCode
+from issuer.client.context import ContextError, dockerfile_in_context
 from issuer.client.workflow import SLOT, RunIdentity, WorkflowClient, mask_line, write_output
 
 MODES = ("token", "claim", "exchange", "relay")
@@ -196,6 +202,192 @@ def _claim_to_exchange(args: argparse.Namespace) -> str:
             ExitCode.USAGE,
         )
     return claim
+
+
+_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+_SIZE = re.compile(r"^([0-9]+)([KMG]?)$")
+DEFAULT_MAX_CONTEXT = "16M"  # the builder's own limit (docs/builder.md): 413 beyond it
+
+
+def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--builder",
+        default=os.environ.get("ISSUER_BUILDER_URL") or None,
+        help="the builder service's URL (default: $ISSUER_BUILDER_URL)",
+    )
+    parser.add_argument(
+        "--project",
+        default=os.environ.get("ISSUER_PROJECT") or None,
+        help="the project of the builder's trust relationship (default: $ISSUER_PROJECT)",
+    )
+    parser.add_argument("--context", default=".", help="the build context (default: .)")
+    parser.add_argument(
+        "--file", help="the Dockerfile, inside the context (default: CONTEXT/Dockerfile)"
+    )
+    parser.add_argument("--target", help="the Dockerfile stage to build (default: the last)")
+    parser.add_argument(
+        "--build-arg",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a build argument (K alone: its value from the environment); visible in the "
+        "build's request and log, never for secrets",
+    )
+    parser.add_argument("--output", help="save the image's OCI archive to this file")
+    parser.add_argument(
+        "--token-file",
+        help="read the OIDC token from this file (- for stdin); default: $ISSUER_OIDC_TOKEN "
+        "(the token never goes in arguments)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds to keep trying while the builder service is unreachable (default 60)",
+    )
+    parser.add_argument(
+        "--max-context",
+        default=DEFAULT_MAX_CONTEXT,
+        metavar="SIZE",
+        help=f"refuse a packed context over SIZE bytes (K, M, G suffixes; default "
+        f"{DEFAULT_MAX_CONTEXT}) before anything is sent",
+    )
+
+
+def run_build(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    actions = env.get("GITHUB_ACTIONS") == "true"
+    try:
+        with Interrupts() as interrupts:
+            token = _oidc_token(args, env)
+            if actions:
+                print(mask_line(token), flush=True)  # first, before anything could print it
+            build(
+                _build_step(args, env),
+                token,
+                say=_say,
+                warn=lambda text: _warn(text, actions),
+                actions=actions,
+                set_output=lambda name, value: _set_output(env, name, value),
+                interrupts=interrupts,
+            )
+    except ClientError as error:
+        print(f"::error title=fork OIDC build::{error}", flush=True)
+        return error.exit_code
+    except Interrupted as interrupted:
+        print(f"::error title=fork OIDC build::{interrupted}", flush=True)
+        return 128 + interrupted.signum
+    return ExitCode.OK
+
+
+def _warn(text: str, actions: bool) -> None:
+    print(f"::warning title=fork OIDC build::{text}" if actions else f"warning: {text}", flush=True)
+
+
+def _set_output(env: Mapping[str, str], name: str, value: str) -> None:
+    if env.get("GITHUB_OUTPUT"):
+        write_output(env["GITHUB_OUTPUT"], name, value)
+
+
+def _oidc_token(args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    """The OIDC token, from --token-file or $ISSUER_OIDC_TOKEN; never echoed."""
+    if args.token_file:
+        try:
+            if args.token_file == "-":
+                token = sys.stdin.read()
+            else:
+                token = Path(args.token_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ClientError(
+                f"the token file cannot be read ({type(error).__name__}). Fix: pass the path "
+                "of a file that holds the token",
+                ExitCode.USAGE,
+            ) from None
+        where = "the token file"
+    else:
+        token = env.get("ISSUER_OIDC_TOKEN", "")
+        where = "ISSUER_OIDC_TOKEN"
+    token = token.strip()
+    if not token:
+        raise ClientError(
+            "no OIDC token. Fix: pass the `token` output of the token step in "
+            "ISSUER_OIDC_TOKEN (the action's `token` input), or --token-file",
+            ExitCode.USAGE,
+        )
+    if not _JWS.match(token):
+        raise ClientError(
+            f"{where} does not hold a JWT. Fix: pass the `token` output of the token step "
+            "unchanged",
+            ExitCode.USAGE,
+        )
+    return token
+
+
+def _build_step(args: argparse.Namespace, env: Mapping[str, str]) -> BuildStep:
+    if not args.builder:
+        raise ClientError(
+            "no builder service URL. Fix: pass --builder (the action's `builder-url`) or set "
+            "ISSUER_BUILDER_URL",
+            ExitCode.USAGE,
+        )
+    if not args.project:
+        raise ClientError(
+            "no project. Fix: pass --project (the action's `project`): the project of the "
+            "builder service's trust relationship",
+            ExitCode.USAGE,
+        )
+    context = Path(args.context)
+    try:
+        dockerfile = dockerfile_in_context(context, Path(args.file) if args.file else None)
+    except ContextError as error:
+        raise ClientError(str(error), ExitCode.USAGE) from None
+    options = BuildOptions(dockerfile, args.target or None, _build_args(args.build_arg, env))
+    output = Path(args.output) if args.output else None
+    if args.timeout <= 0:
+        raise ClientError("--timeout must be a positive number of seconds", ExitCode.USAGE)
+    return BuildStep(
+        str(args.builder),
+        str(args.project),
+        context,
+        options,
+        output,
+        _size(args.max_context),
+        args.timeout,
+    )
+
+
+def _build_args(given: list[str], env: Mapping[str, str]) -> dict[str, str]:
+    build_args: dict[str, str] = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        if not name or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ClientError(
+                "a build argument must be NAME=VALUE with NAME of letters, digits and _. Fix: "
+                "correct --build-arg (the action's `build-args`, one NAME=VALUE a line)",
+                ExitCode.USAGE,
+            )
+        if not sep:
+            if name not in env:
+                raise ClientError(
+                    f"build argument {name} has no value and no environment variable of that "
+                    "name is set. Fix: pass NAME=VALUE",
+                    ExitCode.USAGE,
+                )
+            value = env[name]
+        build_args[name] = value
+    return build_args
+
+
+def _size(text: str) -> int:
+    match = _SIZE.match(str(text).strip().upper())
+    if not match or int(match.group(1)) == 0:
+        raise ClientError(
+            "--max-context must be a positive size in bytes, with K, M or G for KiB, MiB or "
+            "GiB (e.g. 16M)",
+            ExitCode.USAGE,
+        )
+    unit: int = 1024 ** " KMG".index(match.group(2) or " ")
+    return int(match.group(1)) * unit
 
 
 def main(argv: list[str] | None = None) -> int:

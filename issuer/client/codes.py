@@ -1,4 +1,4 @@
-"""The process exit codes of ``issuer token``, documented in the README."""
+"""The process exit codes of ``issuer token`` and ``issuer build``, documented in the README."""
 
 from __future__ import annotations
 
@@ -11,6 +11,13 @@ class ExitCode:
     CLAIM_SPENT = 5
     TIMED_OUT = 6
     UNAVAILABLE = 7
+    # issuer build
+    BUILD_FAILED = 8
+    NOT_TRUSTED = 9
+    BUILDER_LIMIT = 10
+    TOKEN_REFUSED = 11
+    BUILDER_UNAVAILABLE = 12
+    CONTEXT_TOO_LARGE = 13
 
 
 class ClientError(Exception):

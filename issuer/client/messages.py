@@ -157,3 +157,94 @@ def progress(description: str, elapsed: float, relay: str | None = None) -> str:
     else:
         what = "waiting for GitHub to serve it to the issuer"
     return f"{done}; {what} ... {elapsed:.0f} s"
+
+
+# `issuer build`: the builder service's refusals (docs/builder.md, "Every refusal"). Its
+# descriptions are fixed texts: the start of one picks the fix.
+_TOKEN_FIXES = (
+    (
+        "the token has expired",
+        "run the build right after the token step: a token lives only a few minutes",
+    ),
+    (
+        "the token was already exchanged",
+        "a token buys one builder: get a new token (another token step) for another build",
+    ),
+    (
+        "the token's aud is not",
+        "set the token step's `audience` to the builder service's audience (its "
+        "BUILDER_AUDIENCE, by default its URL)",
+    ),
+    (
+        "the token's issuer is not one",
+        "ask the builder service's operator to trust this issuer (BUILDER_TRUSTED_ISSUERS)",
+    ),
+)
+
+
+def exchange_refusal(
+    status: int, error: str, description: str, *, project: str, retry_after: str
+) -> Refusal:
+    """The message that ends ``issuer build`` after the builder service refused the token."""
+    cause = description or f"it answered HTTP {status}"
+    said = f"the builder service refused the token exchange for project {project!r}"
+    if error in ("access_denied", "invalid_target"):
+        fix = (
+            f"ask the operator of the builder service for a trust relationship of project "
+            f"{project!r} that allows this repository and event (`issuer trust add --project "
+            f"{project} ...`, docs/builder.md), or correct `project`"
+        )
+        return Refusal(f"{said} ({error}): {cause}. Fix: {fix}", ExitCode.NOT_TRUSTED)
+    if status == 429:
+        wait = f" (about {retry_after} s)" if retry_after.isdigit() else ""
+        fix = (
+            f"wait until one of the project's live builders is stopped or expires{wait} and "
+            "re-run the job, or ask the operator to raise the relationship's `max_builders`"
+        )
+        return Refusal(
+            f"{said}: the builder limit is reached: {cause}. Fix: {fix}", ExitCode.BUILDER_LIMIT
+        )
+    if error == "invalid_grant":
+        fix = next(
+            (fix for start, fix in _TOKEN_FIXES if description.startswith(start)),
+            "pass the `token` output of this job's token step, made with the builder "
+            "service's audience",
+        )
+        return Refusal(f"{said} (invalid_grant): {cause}. Fix: {fix}", ExitCode.TOKEN_REFUSED)
+    label = f" ({error})" if error else ""
+    fix = "check that `builder-url` is the builder service's URL and that the service is up"
+    return Refusal(f"{said}{label}: {cause}. Fix: {fix}", ExitCode.BUILDER_UNAVAILABLE)
+
+
+def build_refusal(status: int, error: str, description: str, *, context_size: int) -> Refusal:
+    """The message that ends ``issuer build`` after its builder refused the build."""
+    cause = description or f"it answered HTTP {status}"
+    label = f" ({error})" if error else ""
+    if status == 413:
+        return Refusal(
+            f"the builder refused the build context as too large{label}: {cause} (it was "
+            f"{context_size} bytes packed). Fix: leave out what the build does not need with "
+            ".dockerignore",
+            ExitCode.CONTEXT_TOO_LARGE,
+        )
+    if status == 400:
+        return Refusal(
+            f"the builder refused the build{label}: {cause}. Fix: check the context, "
+            "--file, --target and --build-arg",
+            ExitCode.BUILD_FAILED,
+        )
+    if status == 401:
+        fix = "the builder stopped or expired before the build: re-run the job"
+    else:
+        fix = "re-run the job; if it keeps happening, tell the builder service's operator"
+    return Refusal(
+        f"the builder did not take the build{label}: {cause}. Fix: {fix}",
+        ExitCode.BUILDER_UNAVAILABLE,
+    )
+
+
+def builder_unreachable(what: str, problem: str) -> str:
+    return (
+        f"{what} could not be reached ({problem}). Fix: check `builder-url` (scheme, host, "
+        "port) and that the builder service is up"
+    )

@@ -45,7 +45,7 @@ def runner_env(pr: ForkRun, output: Path, **extra: str) -> dict[str, str]:
 def read_outputs(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
-    pattern = re.compile(r"^(\w+)<<(\S+)\n(.*?)\n\2\n", re.M | re.S)
+    pattern = re.compile(r"^([\w-]+)<<(\S+)\n(.*?)\n\2\n", re.M | re.S)
     return {m.group(1): m.group(3) for m in pattern.finditer(path.read_text())}
 
 
