@@ -45,7 +45,7 @@ def test_no_script_has_an_inline_expression(path: Path) -> None:
     assert all("${{" not in script for script in scripts)
 
 
-def test_the_action_declares_the_inputs_and_outputs_of_issue_6() -> None:
+def test_the_action_declares_the_inputs_and_outputs_of_issues_6_and_14() -> None:
     action = yaml.safe_load((ROOT / "action.yml").read_text())
     assert set(action["inputs"]) == {
         "issuer-url",
@@ -54,11 +54,19 @@ def test_the_action_declares_the_inputs_and_outputs_of_issue_6() -> None:
         "claim",
         "relay-slot",
         "timeout",
+        *("token", "builder-url", "project", "context", "file", "target", "build-args"),
+        "output",
     }
-    assert action["inputs"]["issuer-url"]["required"] is True
     assert action["inputs"]["mode"]["default"] == "token"
-    assert set(action["outputs"]) == {"token", "claim"}
+    assert action["inputs"]["context"]["default"] == "."
+    assert set(action["outputs"]) == {"token", "claim", "digest", "image-id", "pushed"}
     assert action["runs"]["using"] == "composite"
+
+
+def test_the_action_passes_the_token_to_issuer_build_in_env_never_in_arguments() -> None:
+    step = yaml.safe_load((ROOT / "action.yml").read_text())["runs"]["steps"][-1]
+    assert step["env"]["ISSUER_OIDC_TOKEN"] == "${{ inputs.token }}"
+    assert "inputs.token" not in step["run"] and "--token" not in step["run"]
 
 
 def test_the_action_passes_the_relay_slot_and_accepts_the_relay_mode() -> None:
@@ -80,7 +88,7 @@ def test_each_example_says_in_one_comment_line_what_to_change(path: Path) -> Non
     assert len(lines) == 1
     assert all(word in lines[0] for word in ("ISSUER_URL", "AUDIENCE", ACTION))
     uses = set(re.findall(r"^\s+(?:- )?uses: (\S+)", path.read_text(), re.M))
-    assert uses == {ACTION}
+    assert uses - {"actions/checkout@v4"} == {ACTION}
 
 
 def _jobs(name: str) -> dict[str, Any]:
@@ -104,10 +112,16 @@ def test_the_two_job_relay_job_relays_the_slot_the_build_job_claims() -> None:
     assert "claim" not in build and "outputs" not in jobs["relay"]
 
 
-def test_the_two_job_build_trades_its_token_at_the_builder_service() -> None:
-    build = _jobs("two-job.yml")["build"]["steps"]
-    assert build[1]["env"]["OIDC_TOKEN"] == "${{ steps.oidc.outputs.token }}"
-    assert "grant-type:token-exchange" in build[1]["run"]
+def test_the_two_job_build_ends_with_an_image_built_from_the_checked_out_pull_request() -> None:
+    steps = _jobs("two-job.yml")["build"]["steps"]
+    uses = [step.get("uses", "") for step in steps]
+    build = next(step for step in steps if step.get("with", {}).get("mode") == "build")
+    assert uses.index("actions/checkout@v4") < steps.index(build)
+    assert build["with"]["token"] == "${{ steps.oidc.outputs.token }}"
+    assert build["with"]["builder-url"] == "${{ env.AUDIENCE }}"
+    assert build["with"]["project"] == "${{ github.repository }}"
+    assert "${{ steps.image.outputs.digest }}" in str(steps[-1]["env"])
+    assert not any('echo "build here' in step.get("run", "") for step in steps)
 
 
 def test_the_single_job_example_passes_the_claim_between_steps_of_one_job() -> None:
