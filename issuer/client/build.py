@@ -112,9 +112,11 @@ def build(
         grant = client.exchange(token, step.project, step.timeout)
         if actions:
             say(mask_line(grant.build_token))  # first, before anything that could print it
+        kind = "ephemeral" if grant.ephemeral else "not ephemeral"
+        cache = "with a cache" if grant.cache else "no cache"
         say(
-            f"builder {grant.builder_id} ready for project {step.project!r} (ephemeral; it "
-            f"stops by itself at {grant.expiry})"
+            f"builder {grant.builder_id} ready for project {step.project!r} ({kind}, {cache}; "
+            f"it stops by itself at {grant.expiry})"
         )
         try:
             return _build_on(grant, step, packed, client, say, actions, set_output)

@@ -55,6 +55,8 @@ class Grant:
     builder_id: str
     endpoint: str
     expires_at: int
+    ephemeral: bool = True
+    cache: bool = False
 
     @property
     def expiry(self) -> str:
@@ -106,7 +108,7 @@ class BuilderClient:
         while True:
             try:
                 response = self._http.post(f"{self.builder_url}/token", data=form)
-            except httpx.ConnectError as error:
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
                 problem = type(error).__name__
                 if self._clock() + delay >= deadline:
                     raise ClientError(
@@ -273,6 +275,8 @@ def _grant_of(response: httpx.Response) -> Grant:
             str(builder["id"]),
             str(builder["endpoint"]).rstrip("/"),
             int(builder["expires_at"]),
+            builder.get("ephemeral") is True,
+            builder.get("cache") is True,
         )
     except (ValueError, KeyError, TypeError):
         grant = None

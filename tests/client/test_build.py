@@ -92,6 +92,7 @@ def test_the_builder_is_stopped_after_a_build_and_the_step_says_so(
     (delete,) = standins.deletes()
     assert delete.authorized
     assert f"builder {delete.path.rsplit('/', 1)[-1]} stopped" in step.stdout
+    assert "(ephemeral, no cache; it stops by itself at" in step.stdout
 
 
 def test_a_build_that_pushed_nothing_sets_pushed_empty(
