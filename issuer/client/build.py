@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +48,12 @@ class Interrupted(Exception):
 
 class Interrupts:
     """SIGINT and SIGTERM (how a runner cancels a step) raise :class:`Interrupted`, so that
-    the builder is stopped on the way out; while it is being stopped they wait."""
+    the builder is stopped on the way out. While held (the exchange, which may start a
+    builder; the stop itself) they wait, and are raised by :meth:`resume`."""
 
     def __init__(self) -> None:
-        self._deferring = False
+        self._holding = 0
+        self._raised = False
         self._pending: int | None = None
         self._previous: dict[int, object] = {}
 
@@ -65,19 +68,34 @@ class Interrupts:
             signal.signal(signum, handler)  # type: ignore[arg-type]
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self._deferring:
+        if self._holding or self._raised:
             self._pending = self._pending or signum
             return
-        self._deferring = True  # one interruption is enough: the next ones wait
+        self._raised = True  # one interruption is enough: the next ones only wait
         raise Interrupted(signum)
 
     @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        self._deferring = True
-        yield
-        if self._pending is not None:
-            signum, self._pending = self._pending, None
-            raise Interrupted(signum)
+    def held(self) -> Iterator[None]:
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+
+    def resume(self) -> None:
+        """Raise the interruption that came while held, if one did."""
+        if self._pending is not None and not self._raised:
+            self._raised = True
+            raise Interrupted(self._pending)
+
+    def sleep(self, seconds: float) -> None:
+        """A pause that an interruption ends, even while held (nothing is started then)."""
+        holding, self._holding = self._holding, 0
+        try:
+            self.resume()
+            time.sleep(seconds)
+        finally:
+            self._holding = holding
 
 
 def build(
@@ -101,7 +119,8 @@ def build(
             "not need with .dockerignore, or raise --max-context",
             ExitCode.CONTEXT_TOO_LARGE,
         ) from None
-    client = client or BuilderClient(step.builder_url, say=say)
+    client = client or BuilderClient(step.builder_url, say=say, sleep=interrupts.sleep)
+    grant: Grant | None = None
     try:
         left_out = f"; left out (not a file, directory or link): {', '.join(packed.skipped)}"
         say(
@@ -109,23 +128,25 @@ def build(
             f"{'entry' if packed.members == 1 else 'entries'}, {packed.size} bytes packed"
             f"{left_out if packed.skipped else ''}"
         )
-        grant = client.exchange(token, step.project, step.timeout)
-        if actions:
-            say(mask_line(grant.build_token))  # first, before anything that could print it
+        with interrupts.held():  # an answer lost to a signal would leave a builder running
+            grant = client.exchange(token, step.project, step.timeout)
+            if actions:
+                say(mask_line(grant.build_token))  # first, before anything could print it
+        interrupts.resume()
         kind = "ephemeral" if grant.ephemeral else "not ephemeral"
         cache = "with a cache" if grant.cache else "no cache"
         say(
             f"builder {grant.builder_id} ready for project {step.project!r} ({kind}, {cache}; "
             f"it stops by itself at {grant.expiry})"
         )
-        try:
-            return _build_on(grant, step, packed, client, say, actions, set_output)
-        finally:
-            with interrupts.deferred():
-                _stop(grant, client, say, warn)
+        return _build_on(grant, step, packed, client, say, actions, set_output)
     finally:
+        if grant is not None:
+            with interrupts.held():
+                _stop(grant, client, say, warn)
         packed.close()
         client.close()
+        interrupts.resume()
 
 
 def _build_on(

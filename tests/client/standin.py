@@ -120,6 +120,10 @@ class StandInBuilders:
         self.refusal: tuple[int, str, str] | None = None
         self.image: bytes | None = oci_archive()
         self.gates: list[Gate] = []
+        self.starting = threading.Event()
+        """Set when the service asks for a builder (the exchange is under way)."""
+        self.start_gate: Gate | None = None
+        """When set, a builder's start (and so the exchange's answer) waits for it."""
 
     def gate(self) -> Gate:
         gate = Gate()
@@ -220,6 +224,9 @@ class _Backend:
 
     async def start(self, spec: BuilderSpec) -> Builder:
         self._builders.specs[spec.id] = spec
+        self._builders.starting.set()
+        if self._builders.start_gate is not None:
+            await self._builders.start_gate.wait()
         endpoint = f"{self._builders.url}/b/{spec.id}"
         return Builder(spec.id, endpoint, ephemeral=True, cache=False, expires_at=spec.expires_at)
 

@@ -252,6 +252,28 @@ def test_an_interrupted_build_still_stops_the_builder(
     assert "stopped: its storage is gone" in step.stdout
 
 
+def test_a_build_interrupted_during_the_exchange_stops_the_builder_it_was_given(
+    builder_service: RunningService,
+    trusted: dict[str, Any],
+    oidc_issuer: FakeIssuer,
+    standins: StandInBuilders,
+    context_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """The signal comes while the service is starting the builder: the step waits for the
+    exchange's answer (else the builder would run on unknown), then stops that builder."""
+    standins.start_gate = standins.gate()
+    env = build_env(tmp_path / "o", oidc_issuer.token())
+    process = start_build(*args(builder_service, context_dir), env=env)
+    assert standins.starting.wait(30)
+    process.send_signal(signal.SIGTERM)
+    standins.start_gate.open()
+    step = finish(process, env)
+    assert step.returncode == 128 + signal.SIGTERM
+    assert standins.builds() == []
+    assert len(standins.deletes()) == 1 and "stopped: its storage is gone" in step.stdout, step.text
+
+
 def test_a_stream_cut_short_ends_with_exit_12_and_stops_the_builder(
     builder_service: RunningService,
     trusted: dict[str, Any],
