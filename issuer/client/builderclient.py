@@ -83,7 +83,6 @@ class BuilderClient:
     ) -> None:
         self.builder_url = builder_url.rstrip("/")
         self._say = say
-        # A build's output can pause for as long as one step runs: no read timeout on it.
         self._http = http or httpx.Client(
             timeout=httpx.Timeout(30.0), headers={"User-Agent": USER_AGENT}
         )
@@ -104,22 +103,24 @@ class BuilderClient:
             "audience": project,
         }
         deadline = self._clock() + timeout
-        delay = 1.0
+        backoff = 1.0
         while True:
             try:
                 response = self._http.post(f"{self.builder_url}/token", data=form)
             except (httpx.ConnectError, httpx.ConnectTimeout) as error:
-                problem = type(error).__name__
-                if self._clock() + delay >= deadline:
+                if self._clock() + backoff >= deadline:
                     raise ClientError(
-                        messages.builder_unreachable("the builder service", problem),
+                        messages.builder_unreachable("the builder service", type(error).__name__),
                         ExitCode.BUILDER_UNAVAILABLE,
                     ) from None
+                problem, pause = f"could not be reached ({type(error).__name__})", backoff
             except httpx.HTTPError as error:
-                # Sent, perhaps received: a retry could find the token used. Say so.
+                # Sent, and perhaps taken: a retry could only find the token used.
                 raise ClientError(
                     messages.builder_unreachable(
-                        "the builder service", f"{type(error).__name__} during the exchange"
+                        "the builder service",
+                        f"{type(error).__name__} during the exchange; the token may be spent, "
+                        "so re-run the job for a new one",
                     ),
                     ExitCode.BUILDER_UNAVAILABLE,
                 ) from None
@@ -127,7 +128,8 @@ class BuilderClient:
                 if response.status_code == 200:
                     return _grant_of(response)
                 retry_after = response.headers.get("retry-after", "")
-                if response.status_code != 503 or self._clock() + delay >= deadline:
+                pause = float(retry_after) if retry_after.isdigit() else backoff
+                if response.status_code != 503 or self._clock() + pause >= deadline:
                     error_code, description = _error_of(response)
                     refusal = messages.exchange_refusal(
                         response.status_code,
@@ -137,13 +139,10 @@ class BuilderClient:
                         retry_after=retry_after,
                     )
                     raise ClientError(refusal.message, refusal.exit_code)
-                problem = f"it answered {response.status_code}"
-                delay = float(retry_after) if retry_after.isdigit() else delay
-            self._say(
-                f"the builder service could not be reached ({problem}); retrying in {delay:.0f} s"
-            )
-            self._sleep(delay)
-            delay = min(delay * 2, 30)
+                problem = f"answered {response.status_code}"
+            self._say(f"the builder service {problem}; retrying in {pause:.0f} s")
+            self._sleep(pause)
+            backoff = min(backoff * 2, 30)
 
     def build(
         self, grant: Grant, context: PackedContext, options: BuildOptions, printer: StreamPrinter
@@ -162,6 +161,7 @@ class BuilderClient:
                 params=options.params(),
                 content=context.chunks(),
                 headers=headers,
+                # The output can pause for as long as one step runs: no read timeout.
                 timeout=httpx.Timeout(30.0, read=None),
             ) as response:
                 if response.status_code != 200:

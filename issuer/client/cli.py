@@ -212,19 +212,28 @@ DEFAULT_MAX_CONTEXT = "16M"  # the builder's own limit (docs/builder.md): 413 be
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--builder",
+        metavar="URL",
         default=os.environ.get("ISSUER_BUILDER_URL") or None,
         help="the builder service's URL (default: $ISSUER_BUILDER_URL)",
     )
     parser.add_argument(
         "--project",
+        metavar="P",
         default=os.environ.get("ISSUER_PROJECT") or None,
         help="the project of the builder's trust relationship (default: $ISSUER_PROJECT)",
     )
-    parser.add_argument("--context", default=".", help="the build context (default: .)")
     parser.add_argument(
-        "--file", help="the Dockerfile, inside the context (default: CONTEXT/Dockerfile)"
+        "--context", metavar="DIR", default=".", help="the build context (default: .)"
     )
-    parser.add_argument("--target", help="the Dockerfile stage to build (default: the last)")
+    parser.add_argument(
+        "--file",
+        metavar="F",
+        help="the Dockerfile: a path as `docker build -f` takes it, inside the context "
+        "(default: CONTEXT/Dockerfile)",
+    )
+    parser.add_argument(
+        "--target", metavar="T", help="the Dockerfile stage to build (default: the last)"
+    )
     parser.add_argument(
         "--build-arg",
         action="append",
@@ -233,9 +242,12 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
         help="a build argument (K alone: its value from the environment); visible in the "
         "build's request and log, never for secrets",
     )
-    parser.add_argument("--output", help="save the image's OCI archive to this file")
+    parser.add_argument(
+        "--output", metavar="FILE", help="save the image's OCI archive to this file"
+    )
     parser.add_argument(
         "--token-file",
+        metavar="FILE",
         help="read the OIDC token from this file (- for stdin); default: $ISSUER_OIDC_TOKEN "
         "(the token never goes in arguments)",
     )

@@ -27,7 +27,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from issuer.builder.backend import Builder, BuilderBackend, BuilderSpec, OnStopped
+from issuer.builder.backend import (
+    BackendError,
+    Builder,
+    BuilderBackend,
+    BuilderSpec,
+    OnStopped,
+)
 from issuer.web.serving import BackgroundServer
 
 DIGEST = "sha256:" + "d" * 64
@@ -124,6 +130,8 @@ class StandInBuilders:
         """Set when the service asks for a builder (the exchange is under way)."""
         self.start_gate: Gate | None = None
         """When set, a builder's start (and so the exchange's answer) waits for it."""
+        self.failed_starts = 0
+        """How many of the next starts fail (the service answers 503 backend_failed)."""
 
     def gate(self) -> Gate:
         gate = Gate()
@@ -225,6 +233,10 @@ class _Backend:
     async def start(self, spec: BuilderSpec) -> Builder:
         self._builders.specs[spec.id] = spec
         self._builders.starting.set()
+        if self._builders.failed_starts > 0:
+            self._builders.failed_starts -= 1
+            del self._builders.specs[spec.id]
+            raise BackendError("the stand-in was told to fail this start")
         if self._builders.start_gate is not None:
             await self._builders.start_gate.wait()
         endpoint = f"{self._builders.url}/b/{spec.id}"

@@ -448,6 +448,35 @@ def test_an_unreachable_builder_service_is_retried_then_ends_with_exit_12(
     assert "the builder service could not be reached (ConnectError)" in exit_message(step)
 
 
+def test_a_builder_that_could_not_be_started_is_asked_for_again_after_retry_after(
+    builder_service: RunningService,
+    trusted: dict[str, Any],
+    oidc_issuer: FakeIssuer,
+    standins: StandInBuilders,
+    context_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A 503 never spends the token (the service releases its jti), so it is retried."""
+    standins.failed_starts = 1
+    step = the_build(builder_service, oidc_issuer, context_dir, tmp_path)
+    assert step.returncode == 0, step.text
+    assert "the builder service answered 503; retrying in 5 s" in step.stdout
+
+
+def test_a_builder_service_unavailable_past_the_timeout_ends_with_exit_12(
+    builder_service: RunningService,
+    trusted: dict[str, Any],
+    oidc_issuer: FakeIssuer,
+    standins: StandInBuilders,
+    context_dir: Path,
+    tmp_path: Path,
+) -> None:
+    standins.failed_starts = 1
+    step = the_build(builder_service, oidc_issuer, context_dir, tmp_path, "--timeout", "2")
+    assert step.returncode == 12
+    assert "(temporarily_unavailable): the builder could not be started" in exit_message(step)
+
+
 def test_no_secret_is_ever_printed(
     builder_service: RunningService,
     trusted: dict[str, Any],
