@@ -150,8 +150,8 @@ class BuilderClient:
         """Send the context, print the build's output as it streams, return its result."""
         headers = {
             "Authorization": f"Bearer {grant.build_token}",
+            # gzip inside, as the Docker CLI sends it: the builder looks at the bytes.
             "Content-Type": "application/x-tar",
-            "Content-Encoding": "gzip",
             "Content-Length": str(context.size),
         }
         try:

@@ -206,7 +206,7 @@ def _claim_to_exchange(args: argparse.Namespace) -> str:
 
 _JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 _SIZE = re.compile(r"^([0-9]+)([KMG]?)$")
-DEFAULT_MAX_CONTEXT = "16M"  # the builder's own limit (docs/builder.md): 413 beyond it
+DEFAULT_MAX_CONTEXT = "64M"  # the builder's own limit (issuer/builder/worker.py): 413 beyond it
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 _STEP = re.compile(r"^(?:STEP|Step) (\d+)/(\d+) ?: ?(.*)$")
+_COMMIT = re.compile(r"^COMMIT(?:\s|$)")  # buildah's last phase: the image is written
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REFERENCE = re.compile(r"^[A-Za-z0-9._:/@-]{1,512}$")
 MAX_LINE = 64 * 1024  # a longer piece of output without a newline is printed as it is
@@ -117,6 +118,9 @@ class StreamPrinter:
             self.step = one_line(line.strip(), 200)
             self._label = f"STEP {step.group(1)}/{step.group(2)}"
             self._say(f"{self._elapsed()}  {self.step}")
+        elif _COMMIT.match(line.strip()):
+            self._label = "COMMIT"
+            self._say(f"{self._elapsed()}  {one_line(line.strip(), 200)}")
         else:
             self._print(line.rstrip())
 

@@ -70,6 +70,13 @@ def test_dockers_own_step_lines_are_recognised_too() -> None:
     assert said[-1].endswith("STEP 3/7 | x")
 
 
+def test_what_follows_the_last_step_is_labelled_as_the_commit() -> None:
+    stream, said, _ = printer()
+    stream.feed(line(stream="STEP 2/2: RUN make\nCOMMIT localhost/build:latest\n--> fce4613\n"))
+    assert said[1:] == ["    0.0s  COMMIT localhost/build:latest", "    0.0s  COMMIT | --> fce4613"]
+    assert stream.step == "STEP 2/2: RUN make"
+
+
 def test_a_successful_build_ends_with_its_digest_and_pushed_reference() -> None:
     stream, _, _ = printer()
     stream.feed(line(stream="STEP 1/1: FROM scratch\n"))
