@@ -24,6 +24,7 @@ from issuer.sim.serve import serve_sim
 from issuer.web.serving import BackgroundServer
 from tests.builder.processes import BuilderProcess
 from tests.builder.support import ADMIN_TOKEN, b64, context
+from tests.client.runner import read_outputs
 from tests.e2e.harness import GITHUB_TOKEN, IssuerProcess, fork_run
 from tests.image_registry import ImageRegistry
 from tests.redis_server import RedisServer
@@ -183,6 +184,72 @@ def test_a_fork_pull_request_image_is_built_pushed_and_the_builder_is_gone_after
     assert [p.name for p in scratch_root.iterdir() if p.name.startswith(builder["id"])]
     assert world.http.delete(builder["endpoint"], headers=auth).status_code == 200
     assert not [p for p in scratch_root.iterdir() if p.name.startswith(builder["id"])]
+
+
+def test_issuer_build_builds_a_fork_pull_requests_image_end_to_end(
+    world: World, tmp_path: Path
+) -> None:
+    """The workflow step as a fork's pull request runs it: a real token from the issuer
+    (claim, challenge line in the run, exchange), then ``issuer build``: the RFC 8693
+    exchange, the context sent, the build streamed, the digest and pushed reference written
+    to $GITHUB_OUTPUT, the archive saved, the builder stopped and its storage gone."""
+    assert world.registry is not None
+    token = world.fork_token()
+    claims = _parts(token)[1]
+    context_dir = tmp_path / "pr"
+    context_dir.mkdir()
+    (context_dir / "Dockerfile").write_text(
+        f"FROM {world.registry.base}\nCOPY app.txt /app.txt\nRUN echo checked >> /app.txt\n"
+    )
+    (context_dir / "app.txt").write_text("the fork's change\n")
+    (context_dir / ".dockerignore").write_text("secret.txt\n")
+    (context_dir / "secret.txt").write_text("not for the builder\n")
+    outputs = tmp_path / "github_output"
+    outputs.touch()
+    archive = tmp_path / "image.oci.tar"
+    scratch_root = Path(world.builder.env["BUILDER_SCRATCH_ROOT"])
+    before = set(scratch_root.iterdir())
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "issuer.cli",
+            "build",
+            "--builder",
+            world.builder.url,
+            "--project",
+            PROJECT,
+            "--context",
+            str(context_dir),
+            "--output",
+            str(archive),
+        ],
+        env={
+            **os.environ,
+            "ISSUER_OIDC_TOKEN": token,
+            "GITHUB_ACTIONS": "true",
+            "GITHUB_OUTPUT": str(outputs),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    printed = done.stdout + done.stderr
+    assert "STEP 3/3: RUN echo checked >> /app.txt" in printed
+    shown = [line for line in printed.splitlines() if token in line]
+    assert all(line == f"::add-mask::{token}" for line in shown)  # masked before anything
+    written = read_outputs(outputs)
+    digest = written["digest"]
+    tag = f"pr-{claims['pull_request_number']}-{claims['head_sha'][:12]}"
+    assert written["pushed"] == f"{world.registry.host}/octo-org/pr-images:{tag}@{digest}"
+    pulled = pull_file(world.registry.host, "octo-org/pr-images", tag, "app.txt")
+    assert pulled == b"the fork's change\nchecked\n"
+    with tarfile.open(archive) as saved:
+        index = json.load(saved.extractfile("index.json"))  # type: ignore[arg-type]
+    assert index["manifests"][0]["digest"] == digest
+    assert set(scratch_root.iterdir()) == before  # the builder's storage is gone
 
 
 def pull_file(registry: str, repository: str, tag: str, name: str) -> bytes:
