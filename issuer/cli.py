@@ -92,8 +92,7 @@ def _github_sim(args: argparse.Namespace) -> int:
 def _keys(args: argparse.Namespace) -> int:
     """``issuer keys list | rotate | retire KID``: on the keyring shared through Redis."""
     from issuer.oidc.keys import Keys, UnknownKey
-    from issuer.oidc.service import key_policy
-    from issuer.store import RedisStore
+    from issuer.oidc.service import key_policy, redis_store
 
     config = _config_or_none()
     if config is None:
@@ -105,7 +104,7 @@ def _keys(args: argparse.Namespace) -> int:
     redis_url = config.redis_url
 
     async def act() -> list[dict[str, object]]:
-        store = RedisStore.from_url(redis_url)
+        store = redis_store(redis_url)
         try:
             keys = Keys(store, kek, key_policy(config))
             await keys.load()

@@ -39,7 +39,7 @@ from issuer.store import Store
 
 log = logging.getLogger(__name__)
 
-KEYRING_KEY = "issuer:keyring"
+KEYRING_KEY = "keyring"  # in Redis: issuer:keyring, under the issuer's prefix
 RSA_BITS = 2048
 ALGORITHMS = ("RS256", "ES256")
 RSA_SIZES = (2048, 3072)

@@ -26,6 +26,16 @@ from issuer.store import MemoryStore, RedisStore, Store
 
 log = logging.getLogger(__name__)
 
+REDIS_KEY_PREFIX = "issuer:"
+"""Every key the issuer keeps in Redis starts with this, those of the shared GitHub client
+included: the issuer's Redis ACL user may touch these keys and no others
+(``deploy/redis/users.conf``), the builder service's user none of them."""
+
+
+def redis_store(url: str) -> RedisStore:
+    """The issuer's store in the Redis at ``url``, every key under its prefix."""
+    return RedisStore.from_url(url, prefix=REDIS_KEY_PREFIX)
+
 
 class IssuerService:
     """Everything a request handler may call. Built at start, closed at shutdown."""
@@ -101,7 +111,7 @@ class IssuerService:
     ) -> IssuerService:
         if store is None:
             if config.redis_url:
-                store = RedisStore.from_url(config.redis_url)
+                store = redis_store(config.redis_url)
             else:
                 log.warning(
                     "ISSUER_REDIS_URL is unset: claims and keys live in this process only; "

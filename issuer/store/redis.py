@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 
 from issuer.store.base import Bump, Get, HashGet, HashPut, Put, Write
 
@@ -60,21 +60,22 @@ def _commands(write: Write) -> int:
     return 0 if isinstance(write, HashPut) and not write.fields else 1
 
 
-def _queue(pipe: Any, write: Write) -> None:
-    """Add ``write`` to a redis-py pipeline, each write one command (scripts where a write
-    needs two steps, so that each stays atomic)."""
+def _queue(pipe: Any, write: Write, prefix: str) -> None:
+    """Add ``write`` (its key under ``prefix``) to a redis-py pipeline, each write one command
+    (scripts where a write needs two steps, so that each stays atomic)."""
+    key = prefix + write.key
     if isinstance(write, Put):
-        pipe.set(write.key, write.value, px=None if write.ttl is None else _ms(write.ttl))
+        pipe.set(key, write.value, px=None if write.ttl is None else _ms(write.ttl))
     elif isinstance(write, HashPut):
         if not write.fields:
             return
         px = b"" if write.ttl is None else str(_ms(write.ttl)).encode()
         pairs = [part for field, value in write.fields.items() for part in (field, value)]
-        pipe.eval(_HASH_SET, 1, write.key, px, *pairs)
+        pipe.eval(_HASH_SET, 1, key, px, *pairs)
     elif isinstance(write, Bump):
-        pipe.eval(_INCR, 1, write.key, _ms(write.ttl))
+        pipe.eval(_INCR, 1, key, _ms(write.ttl))
     else:
-        pipe.delete(write.key)
+        pipe.delete(key)
 
 
 def _bytes(value: Any) -> bytes | None:
@@ -89,6 +90,17 @@ CONNECT_TIMEOUT = 5.0
 
 class StoreUnavailable(Exception):
     """Redis could not be reached or answered with an error."""
+
+
+def _unavailable(error: Exception) -> StoreUnavailable:
+    """The error's kind, never its text (it could quote a value); a refusal by the Redis ACL
+    says where to look, since it is an operator's fix, not a passing fault."""
+    if isinstance(error, NoPermissionError):
+        return StoreUnavailable(
+            "NoPermissionError: the Redis ACL user may not run this command on this key "
+            "(see deploy/redis/users.conf)"
+        )
+    return StoreUnavailable(type(error).__name__)
 
 
 def connect(url: str) -> Any:
@@ -130,9 +142,18 @@ class RedisStore:
 
     Every round trip is bounded by ``timeout`` seconds, and at most ``POOL_CONNECTIONS`` are
     in flight at once: a burst waits for its turn instead of failing, as redis-py's own pool
-    would at its limit."""
+    would at its limit.
 
-    def __init__(self, client: Any, *, timeout: float = OPERATION_TIMEOUT) -> None:
+    Every key is stored under ``prefix``: a service's keys share one prefix, so that a Redis
+    ACL user can be allowed that service's keys and no other (``deploy/redis/users.conf``).
+    The prefix holds no ``{``: a key's Cluster hash tag stays the one its caller chose."""
+
+    def __init__(
+        self, client: Any, *, timeout: float = OPERATION_TIMEOUT, prefix: str = ""
+    ) -> None:
+        if "{" in prefix:
+            raise ValueError("a key prefix must not start a hash tag")
+        self._prefix = prefix
         self._redis = client
         self._timeout = timeout
         self._turns = asyncio.Semaphore(POOL_CONNECTIONS)
@@ -141,8 +162,8 @@ class RedisStore:
         self._sending: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStore:
-        return cls(connect(url))
+    def from_url(cls, url: str, *, prefix: str = "") -> RedisStore:
+        return cls(connect(url), prefix=prefix)
 
     async def _run(self, queue: Queue, count: int) -> list[Any]:
         """The answers to the ``count`` commands ``queue`` adds to a pipeline, sent in the
@@ -174,7 +195,7 @@ class RedisStore:
         except TimeoutError:
             failure = StoreUnavailable("TimeoutError")
         except RedisError as exc:
-            failure = StoreUnavailable(type(exc).__name__)
+            failure = _unavailable(exc)
         except BaseException:
             for _, _, answer in batch:
                 if not answer.done():
@@ -190,19 +211,20 @@ class RedisStore:
                 if error is None:
                     answer.set_result(mine)
                 else:
-                    answer.set_exception(StoreUnavailable(type(error).__name__))
+                    answer.set_exception(_unavailable(error))
             return
         for _, _, answer in batch:
             if not answer.done():
                 answer.set_exception(failure)
 
     async def get(self, key: str) -> bytes | None:
-        [value] = await self._run(lambda pipe: pipe.get(key), 1)
+        [value] = await self._run(lambda pipe: pipe.get(self._prefix + key), 1)
         return _bytes(value)
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         if not keys:
             return []
+        keys = [self._prefix + key for key in keys]
         if self._cluster:
 
             def each(pipe: Any) -> None:
@@ -224,11 +246,11 @@ class RedisStore:
         def queue(pipe: Any) -> None:
             for read in reads:
                 if isinstance(read, HashGet):
-                    pipe.hget(read.key, read.field)
+                    pipe.hget(self._prefix + read.key, read.field)
                 else:
-                    pipe.get(read.key)
+                    pipe.get(self._prefix + read.key)
             for write in writes:
-                _queue(pipe, write)
+                _queue(pipe, write, self._prefix)
 
         values = await self._run(queue, count)
         return [_bytes(value) for value in values[: len(reads)]]
@@ -240,12 +262,14 @@ class RedisStore:
         self, key: str, value: bytes, *, ttl: float | None = None, only_if_absent: bool = False
     ) -> bool:
         px = None if ttl is None else _ms(ttl)
+        key = self._prefix + key
         [written] = await self._run(lambda pipe: pipe.set(key, value, px=px, nx=only_if_absent), 1)
         return bool(written)
 
     async def compare_and_set(
         self, key: str, expected: bytes | None, new: bytes, *, ttl: float | None = None
     ) -> bool:
+        key = self._prefix + key
         absent = b"1" if expected is None else b"0"
         px = b"" if ttl is None else str(_ms(ttl)).encode()
         [written] = await self._run(
@@ -254,10 +278,11 @@ class RedisStore:
         return bool(written)
 
     async def delete(self, key: str) -> bool:
-        [deleted] = await self._run(lambda pipe: pipe.delete(key), 1)
+        [deleted] = await self._run(lambda pipe: pipe.delete(self._prefix + key), 1)
         return bool(deleted)
 
     async def incr(self, key: str, *, ttl: float) -> int:
+        key = self._prefix + key
         [count] = await self._run(lambda pipe: pipe.eval(_INCR, 1, key, _ms(ttl)), 1)
         return int(count)
 
@@ -265,21 +290,22 @@ class RedisStore:
         self, key: str, field: str, value: bytes, *, ttl: float | None = None
     ) -> bool:
         px = b"" if ttl is None else str(_ms(ttl)).encode()
+        key = self._prefix + key
         [new] = await self._run(lambda pipe: pipe.eval(_HASH_SET, 1, key, px, field, value), 1)
         return bool(new)
 
     async def hash_get(self, key: str, field: str) -> bytes | None:
-        [value] = await self._run(lambda pipe: pipe.hget(key, field), 1)
+        [value] = await self._run(lambda pipe: pipe.hget(self._prefix + key, field), 1)
         return _bytes(value)
 
     async def hash_get_all(self, key: str) -> dict[str, bytes]:
-        [found] = await self._run(lambda pipe: pipe.hgetall(key), 1)
+        [found] = await self._run(lambda pipe: pipe.hgetall(self._prefix + key), 1)
         return {field.decode(): bytes(value) for field, value in found.items()}
 
     async def hash_delete(self, key: str, *fields: str) -> int:
         if not fields:
             return 0
-        [removed] = await self._run(lambda pipe: pipe.hdel(key, *fields), 1)
+        [removed] = await self._run(lambda pipe: pipe.hdel(self._prefix + key, *fields), 1)
         return int(removed)
 
     async def ping(self) -> bool:

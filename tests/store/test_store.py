@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+from redis.crc import key_slot
 
 from issuer.store import (
     Bump,
@@ -345,3 +346,34 @@ async def test_a_ping_while_every_turn_is_taken_waits_for_one(
     await asyncio.sleep(0.2)
     every_turn_taken.resume()
     assert await ping is True
+
+
+async def test_a_prefixed_store_keeps_every_key_under_its_prefix(redis_url: str) -> None:
+    store = RedisStore.from_url(redis_url, prefix="svc:")
+    try:
+        await store.set("{t}:v", b"1", ttl=60)
+        await store.compare_and_set("{t}:c", None, b"1")
+        await store.incr("{t}:n", ttl=60)
+        await store.hash_set("{t}:h", "f", b"1")
+        await store.write_many(
+            [Put("{t}:p", b"1"), HashPut("{t}:q", {"f": b"1"}), Bump("{t}:b", ttl=60)]
+        )
+        reads = [Get("{t}:v"), HashGet("{t}:h", "f"), Get("{t}:p"), HashGet("{t}:q", "f")]
+        assert await store.read_many(reads) == [b"1"] * 4
+        assert await store.get_many(["{t}:c", "{t}:n", "{t}:b"]) == [b"1"] * 3
+    finally:
+        await store.close()
+    raw = redis.asyncio.Redis.from_url(redis_url)
+    keys = sorted(key.decode() for key in await raw.keys("*"))
+    await raw.aclose()
+    assert keys == [f"svc:{{t}}:{name}" for name in "bchnpqv"]
+
+
+def test_a_prefix_keeps_the_cluster_slot_of_the_callers_hash_tag() -> None:
+    tagged_key = tagged("claim:ab", "used")
+    assert key_slot(("issuer:" + tagged_key).encode()) == key_slot(tagged_key.encode())
+
+
+def test_a_prefix_may_not_open_a_hash_tag_of_its_own() -> None:
+    with pytest.raises(ValueError, match="hash tag"):
+        RedisStore(redis.asyncio.Redis(), prefix="{issuer}:")
