@@ -15,13 +15,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_redis(port: int, directory: str, *options: str) -> subprocess.Popen[bytes]:
+def start_redis(
+    port: int, directory: str, *options: str, config_file: str | None = None
+) -> subprocess.Popen[bytes]:
     """A quiet redis-server on 127.0.0.1:``port``, its files in ``directory``, no snapshots;
-    ``options`` add to (or override) that, as redis-server's own ``--name value`` pairs."""
+    ``options`` add to (or override) that, as redis-server's own ``--name value`` pairs, and
+    ``config_file`` (a redis.conf) comes before them all."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed: run the README's test command")
-    base = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", directory]
+    first = [binary] if config_file is None else [binary, config_file]
+    base = [*first, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", directory]
     return subprocess.Popen(
         [*base, *options],
         stdout=subprocess.DEVNULL,
@@ -30,10 +34,15 @@ def start_redis(port: int, directory: str, *options: str) -> subprocess.Popen[by
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    """``config_file``: a redis.conf to start from (the shipped ACL users, say); ``options``
+    as redis-server's ``--name value`` pairs."""
+
+    def __init__(self, config_file: str | None = None, *options: str) -> None:
         self.port = free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="issuer-redis-")
-        self._process = start_redis(self.port, self._dir.name, "--appendonly", "no")
+        self._process = start_redis(
+            self.port, self._dir.name, "--appendonly", "no", *options, config_file=config_file
+        )
         self._wait_ready()
 
     @property
@@ -46,11 +55,12 @@ class RedisServer:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self._process.poll() is None:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
                     conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
+                    # NOAUTH: it answers, but only to a user who names themselves.
+                    if conn.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:
                 time.sleep(0.05)

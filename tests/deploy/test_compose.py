@@ -130,10 +130,49 @@ def test_no_secret_is_written_inline(name: str) -> None:
         assert not USERINFO.search(value), f"{name}: {key} holds credentials"
 
 
-def test_the_redis_password_is_read_from_a_compose_secret() -> None:
+def redis_users() -> list[str]:
+    """The users deploy/redis/users.conf defines, ``default`` aside."""
+    lines = (ROOT / "deploy" / "redis" / "users.conf").read_text().splitlines()
+    names = [line.split()[1] for line in lines if line.startswith("user ")]
+    return [name for name in names if name != "default"]
+
+
+def test_redis_has_one_user_per_service() -> None:
+    assert redis_users() == ["issuer", "builder"]
+
+
+def test_redis_starts_from_the_shipped_acl_users_with_passwords_added_by_the_script() -> None:
     redis = service("redis")
-    assert redis["secrets"] == ["redis_password"]
-    assert '--requirepass "$$(cat /run/secrets/redis_password)"' in " ".join(redis["command"])
+    mounted = {config["source"]: config["target"] for config in redis["configs"]}
+    shipped = {name: config["file"] for name, config in compose()["configs"].items()}
+    assert shipped["redis_users"] == "deploy/redis/users.conf"
+    assert shipped["redis_users_script"] == "deploy/redis/users.sh"
+    rules, script = mounted["redis_users"], mounted["redis_users_script"]
+    command = " ".join(redis["command"])
+    assert f"sh {script} {rules} /run/secrets > /tmp/users.conf &&" in command
+    assert "redis-server /tmp/users.conf " in command
+    assert "requirepass" not in command  # the default user stays off
+
+
+def test_each_redis_user_has_a_password_secret_of_its_own() -> None:
+    expected = [f"redis_{user}_password" for user in redis_users()]
+    assert service("redis")["secrets"] == expected
+    for name in expected:
+        assert compose()["secrets"][name]["file"] == f"deploy/secrets/{name}"
+
+
+def test_the_redis_health_check_logs_in_as_a_service_user() -> None:
+    check = " ".join(service("redis")["healthcheck"]["test"])
+    assert "--user issuer" in check and "/run/secrets/redis_issuer_password" in check
+
+
+@pytest.mark.parametrize(
+    "example, user", [("issuer.env.example", "issuer"), ("builder.env.example", "builder")]
+)
+def test_each_env_example_connects_to_redis_as_its_own_user(example: str, user: str) -> None:
+    text = (ROOT / "deploy" / example).read_text()
+    assert re.findall(r"redis://(\w+):PASSWORD@", text) == [user]
+    assert f"redis_{user}_password" in text
 
 
 def test_secrets_come_from_env_files_that_are_never_committed() -> None:
