@@ -126,7 +126,9 @@ def connect(url: str) -> Any:
             host, _, port = hostport.partition(":")
             hosts.append((host, int(port or 26379)))
         master = parts.path.strip("/") or parse_qs(parts.query).get("master", ["mymaster"])[0]
-        sentinel = Sentinel(hosts, password=parts.password, **timeouts)  # type: ignore[no-untyped-call]
+        # The master is logged in to as the URL's user (a Redis ACL user), not as `default`.
+        login = {"username": parts.username, "password": parts.password}
+        sentinel = Sentinel(hosts, **login, **timeouts)  # type: ignore[no-untyped-call]
         return sentinel.master_for(master, max_connections=WIDE_POOL_CONNECTIONS, **timeouts)
     pool = ConnectionPool.from_url(url, max_connections=POOL_CONNECTIONS, **timeouts)
     return aioredis.Redis(connection_pool=pool)

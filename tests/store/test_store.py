@@ -377,3 +377,12 @@ def test_a_prefix_keeps_the_cluster_slot_of_the_callers_hash_tag() -> None:
 def test_a_prefix_may_not_open_a_hash_tag_of_its_own() -> None:
     with pytest.raises(ValueError, match="hash tag"):
         RedisStore(redis.asyncio.Redis(), prefix="{issuer}:")
+
+
+async def test_a_sentinel_url_logs_in_to_the_master_as_its_user() -> None:
+    client = connect("redis+sentinel://issuer:secret@127.0.0.1:26379/mymaster")
+    try:
+        login = client.connection_pool.connection_kwargs
+        assert (login["username"], login["password"]) == ("issuer", "secret")
+    finally:
+        await client.aclose()
