@@ -10,7 +10,9 @@ import base64
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,7 +38,7 @@ def issuer_store_env(acl_redis: AclRedis) -> dict[str, str]:
 def world(
     acl_redis: AclRedis,
     issuer_store_env: dict[str, str],
-    tmp_path_factory: pytest.TempPathFactory,
+    scratch_base: Path,
 ) -> Iterator[World]:
     sim = GitHubSim(SimSettings())
     sim.add_token(GITHUB_TOKEN)
@@ -56,7 +58,7 @@ def world(
                 "BUILDER_TRUSTED_ISSUERS": issuer.url,
                 "BUILDER_REDIS_URL": acl_redis.url("builder"),
                 "BUILDER_ADMIN_TOKEN": ADMIN_TOKEN,
-                "BUILDER_SCRATCH_ROOT": str(tmp_path_factory.mktemp("scratch")),
+                "BUILDER_SCRATCH_ROOT": tempfile.mkdtemp(prefix="scratch-", dir=scratch_base),
             }
         )
     except BaseException:
