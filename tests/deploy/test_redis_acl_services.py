@@ -19,8 +19,9 @@ import pytest
 
 from issuer.sim import GitHubSim, SimSettings
 from issuer.sim.serve import serve_sim
+from tests.builder.processes import BuilderProcess
 from tests.builder.support import ADMIN_TOKEN
-from tests.builder.test_blackbox import AUDIENCE, PROJECT, BuilderProcess, World
+from tests.builder.test_blackbox import AUDIENCE, PROJECT, World
 from tests.deploy.redis_acl import AclRedis
 from tests.e2e.harness import GITHUB_TOKEN, IssuerProcess
 
