@@ -194,3 +194,36 @@ def test_the_example_env_files_hold_names_only(example: str) -> None:
             assert match.group(2) == "", f"{example}: {match.group(1)} has a value"
         if match and match.group(1).endswith("REDIS_URL"):
             assert match.group(2) == "", f"{example}: {match.group(1)} has a value"
+
+
+def test_the_builder_runs_the_images_builder_stage() -> None:
+    assert service("builder")["build"]["target"] == "builder"
+
+
+def test_the_builder_adds_only_the_capabilities_its_sandbox_needs() -> None:
+    builder = service("builder")
+    assert builder["cap_drop"] == ["ALL"]
+    assert set(builder["cap_add"]) == {
+        "SETUID",
+        "SETGID",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "KILL",
+        "SYS_ADMIN",
+    }
+    assert builder.get("privileged") is not True
+
+
+def test_the_builders_scratch_root_is_a_tmpfs_others_may_only_pass_through() -> None:
+    scratch = environment_of("builder")["BUILDER_SCRATCH_ROOT"]
+    mounts = [entry for entry in service("builder")["tmpfs"] if entry.startswith(scratch + ":")]
+    assert mounts and "mode=0711" in mounts[0]
+
+
+def test_only_the_builder_gives_up_the_default_confinement() -> None:
+    for name, settings in compose()["services"].items():
+        if name in ("builder", "redis"):
+            continue
+        assert settings.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in settings.get("security_opt", []), name

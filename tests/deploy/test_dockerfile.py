@@ -57,3 +57,23 @@ def test_the_build_context_holds_only_the_package() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in lines and "!issuer/" in lines
     assert not any(line.startswith("!") and "env" in line for line in lines)
+
+
+def stage(name: str) -> list[tuple[str, str]]:
+    steps = instructions()
+    start = next(
+        i for i, (kind, args) in enumerate(steps) if kind == "FROM" and args.endswith(f" AS {name}")
+    )
+    end = next((i for i in range(start + 1, len(steps)) if steps[i][0] == "FROM"), len(steps))
+    return steps[start:end]
+
+
+def test_the_builder_stage_installs_buildah_bubblewrap_and_uidmap_and_subordinate_ids() -> None:
+    runs = " ".join(args for kind, args in stage("builder") if kind == "RUN")
+    assert all(package in runs for package in ("buildah", "bubblewrap", "uidmap"))
+    assert "--add-subuids" in runs and "--add-subgids" in runs
+
+
+def test_the_builder_stage_serves_the_builder_service() -> None:
+    steps = dict(stage("builder"))
+    assert json.loads(steps["CMD"])[:2] == ["builder", "serve"]
