@@ -388,8 +388,8 @@ async def _lookup(service: RunningService, token: str) -> Any:
 def test_a_builder_after_release_accepts_nothing(granted: Granted) -> None:
     assert granted.delete().status_code == 200
     assert wait_until(lambda: port_closed(granted.endpoint))
-    with pytest.raises(httpx.ConnectError):
-        granted.build({"Dockerfile": "FROM scratch"})
+    with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
+        granted.build({"Dockerfile": "FROM scratch"})  # nothing listens, or it closes at once
 
 
 async def test_a_builder_stops_itself_and_removes_its_scratch_directory_at_expiry(
