@@ -2,7 +2,7 @@
 the builder service's memory with 10 builders live (issue 14).
 
     .venv/bin/python bench/builder.py [--runs 10] [--warmup 1] [--live 10] [--no-push]
-                                      [--json] [--logs DIR]
+                                      [--json] [--trace] [--logs DIR]
 
 Everything runs on loopback, as an operator runs it:
 
@@ -27,7 +27,10 @@ to (``--no-push``: none, the build ends at the OCI archive).
 (``FROM`` the base, ``COPY`` a file, ``RUN`` a trivial command); the streamed lines are read
 as they come. Measured from the start of the exchange: the exchange's answer, the first
 streamed line (``pulling BASE``), the first line of buildah's own output (``STEP 1/...``),
-and the final ``aux`` line (image built, archived and pushed); then DELETE the builder.
+buildah's ``COMMIT`` line, the line after buildah's output (``pushing ...``: the image
+exported and archived), and the final ``aux`` line (pushed); then DELETE the builder and
+wait for its process to exit, so that each run starts on an idle service. A build whose
+``RUN`` step's own line never arrives is counted (``run_output_missing``).
 
 (b) **Memory**: the service's ``VmRSS`` (``/proc/PID/status``) and ``Pss`` and private
 memory (``/proc/PID/smaps_rollup``) when fresh (before any builder), idle after the runs,
@@ -36,8 +39,8 @@ RSS, PSS and private memory of the builder worker processes (the service's child
 ``issuer.builder.worker``), and after all of them were deleted and their processes exited.
 
 Prints a table; ``--json`` prints the figures as JSON on stdout (the table then goes to
-stderr). ``--logs DIR`` keeps the service's log (with the workers' stderr) in
-``DIR/builder-service.log``.
+stderr). ``--trace`` prints each streamed line with its time. ``--logs DIR`` keeps the
+service's log (with the workers' stderr) in ``DIR/builder-service.log``.
 """
 
 from __future__ import annotations
