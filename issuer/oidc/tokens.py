@@ -15,6 +15,11 @@ from issuer.github.channels import Sighting
 from issuer.github.facts import PullRequestFacts, RunFacts
 from issuer.oidc.keys import SigningKey
 
+NOT_BEFORE_BACKDATE = 300
+"""Seconds ``nbf`` lies before ``iat``, as in GitHub Actions' own tokens: a verifier whose
+clock runs up to this far behind the issuer's still accepts a fresh token (node ``jose``
+allows no skew on ``nbf`` by default)."""
+
 
 def runner_environment(runner_group_name: str | None) -> str | None:
     if runner_group_name is None:
@@ -74,12 +79,13 @@ def identity_claims(
 
 
 def with_lifetime(identity: dict[str, Any], *, audience: str, now: int, ttl: int) -> dict[str, Any]:
-    """The identity plus its audience, when the token is valid, and a unique ``jti``."""
+    """The identity plus its audience, when the token is valid (``nbf`` set back from ``iat``
+    by :data:`NOT_BEFORE_BACKDATE`), and a unique ``jti``."""
     return {
         **identity,
         "aud": audience,
         "iat": now,
-        "nbf": now,
+        "nbf": now - NOT_BEFORE_BACKDATE,
         "exp": now + ttl,
         "jti": secrets.token_urlsafe(16),
     }

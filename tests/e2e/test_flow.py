@@ -9,6 +9,7 @@ import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from joserfc.jwt import JWTClaimsRegistry
 
 from issuer.sim import GitHubSim
 from tests.e2e.harness import GITHUB_TOKEN, ForkRun, fork_run
@@ -60,7 +61,8 @@ def test_a_line_printed_by_a_finished_job_yields_a_token(
     assert claims["iss"] == issuer_url
     assert claims["aud"] == "https://builder.example"
     assert claims["sub"] == f"repo:{upstream.full_name}:pull_request"
-    assert claims["exp"] - claims["iat"] == 300 and claims["nbf"] == claims["iat"]
+    assert claims["exp"] - claims["iat"] == 300
+    assert claims["iat"] - claims["nbf"] == 300  # set back, as GitHub does (README)
     assert claims["repository"] == upstream.full_name
     assert claims["repository_id"] == str(upstream.id)
     assert claims["repository_owner"] == upstream.owner_login
@@ -432,3 +434,15 @@ def test_an_exhausted_rate_limit_answers_503_until_githubs_reset(
     before = sim.counted_requests(GITHUB_TOKEN)
     assert exchange(http, claim).status_code == 503
     assert sim.counted_requests(GITHUB_TOKEN) == before  # a resting credential is not used
+
+
+def test_a_fresh_token_is_valid_to_a_verifier_whose_clock_runs_behind(
+    http: httpx.Client, issuer_url: str, pr: ForkRun
+) -> None:
+    """node `jose` checks `nbf` with no leeway by default: a verifier 5 s behind the issuer
+    must still accept a token signed just now."""
+    claim = make_claim(http, issuer_url, pr.claim_body())
+    pr.print_and_finish(pr.job("claim"), claim["challenge_line"])
+    claims = verified_claims(http, issuer_url, exchange(http, claim, wait=10).json()["token"])
+    behind = JWTClaimsRegistry(now=claims["iat"] - 5, leeway=0)
+    behind.validate_nbf(claims["nbf"])  # raises if nbf is in this verifier's future
