@@ -34,13 +34,17 @@ class LeanClient:
         self._idle = {}
         self._timeout = timeout
 
-    async def post(self, url: str, body: Any = None) -> Answer:
-        return await self.request("POST", url, body)
+    async def post(
+        self, url: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> Answer:
+        return await self.request("POST", url, body, headers)
 
     async def get(self, url: str) -> Answer:
         return await self.request("GET", url, None)
 
-    async def request(self, method: str, url: str, body: Any) -> Answer:
+    async def request(
+        self, method: str, url: str, body: Any, headers: dict[str, str] | None = None
+    ) -> Answer:
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         target = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -49,6 +53,7 @@ class LeanClient:
             f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"
             f"User-Agent: bench\r\nContent-Length: {len(payload)}\r\n"
             + ("Content-Type: application/json\r\n" if body is not None else "")
+            + "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
             + "\r\n"
         ).encode()
         for attempt in range(2):  # a kept connection the server closed meanwhile: once more

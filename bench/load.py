@@ -12,8 +12,8 @@ load comes from one address). This process is the load client (httpx, one event 
 
 A *flow* is one job of a fork pull-request run doing what the single-job pattern does: the
 job starts, ``POST /claim`` at one replica, the ``::notice::`` line is printed (the
-annotation appears at once), ``POST /exchange/{claim_id}?wait=10`` at the other replica until
-the token comes, the job finishes.
+annotation appears at once), ``POST /exchange?wait=10`` (the claim id as bearer) at the other
+replica until the token comes, the job finishes.
 
 1. Start: every replica answers ``/readyz``; RSS is read (``VmRSS`` of ``/proc/PID/status``).
 2. Warm-up: ``--claims`` flows (runs of 10 jobs): every job is started, then all claims are
@@ -232,14 +232,14 @@ class Load:
         await self.control(f"{jobs}/print", text=claim["challenge_line"])
         printed = time.perf_counter()
         await self.control(f"{jobs}/finish-step")
-        path = claim["exchange_url"].split("/exchange/", 1)[1]
+        bearer = {"Authorization": f"Bearer {claim['claim_id']}"}
         while True:
             started = time.perf_counter()
             request_id = f"load-{secrets.token_hex(8)}"  # to find the request in the logs
             try:
                 response = await self.http.post(
-                    f"{exchange_url}/exchange/{path}?wait={WAIT}",
-                    headers={"X-Request-Id": request_id},
+                    f"{exchange_url}/exchange?wait={WAIT}",
+                    headers={**bearer, "X-Request-Id": request_id},
                 )
             except httpx.HTTPError as exc:
                 stats.odd("exchange", type(exc).__name__)

@@ -124,12 +124,12 @@ def _run(narrator: Narrator, servers: list[Stoppable]) -> int:
     sim.finish_job(claim_job)
     narrator.step("job 'claim' made a claim and printed its challenge line, then completed:")
     narrator.detail(claim.challenge_line)
-    narrator.detail("(the exchange URL is the secret capability: it is passed on, never printed)")
+    narrator.detail("(the claim id is the secret capability: it is passed on, never printed)")
 
     sim.start_job(build_job)
     sim.start_step(build_job, "Exchange the claim", script="issuer token exchange")
     narrator.step("job 'build' exchanges the claim; the issuer watches the run through the API")
-    token = client.exchange(claim.exchange_url, timeout=60)
+    token = client.exchange(claim.claim_id, timeout=60)
     sim.print_line(build_job, f"::add-mask::{token}")
 
     claims = _unverified_claims(token)

@@ -20,7 +20,14 @@ from issuer.client.build import BuildStep, Interrupted, Interrupts, build
 from issuer.client.builderclient import BuildOptions
 from issuer.client.codes import ClientError, ExitCode
 from issuer.client.context import ContextError, dockerfile_in_context
-from issuer.client.workflow import SLOT, RunIdentity, WorkflowClient, mask_line, write_output
+from issuer.client.workflow import (
+    CLAIM_ID,
+    SLOT,
+    RunIdentity,
+    WorkflowClient,
+    mask_line,
+    write_output,
+)
 
 MODES = ("token", "claim", "exchange", "relay")
 
@@ -98,15 +105,14 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.mode == "relay":
         return _relay(args, env, relay)
     if args.mode == "exchange":
-        exchange_url = _claim_to_exchange(args)
+        claim_id = _claim_to_exchange(args)
     else:
-        exchange_url = _make_claim(args, env, relay)
+        claim_id = _make_claim(args, env, relay)
         if args.mode == "claim":
-            _emit_claim(env, exchange_url)
+            _emit_claim(env, claim_id)
             return ExitCode.OK
-    issuer_url = exchange_url.split("/exchange/")[0]
-    client = WorkflowClient(issuer_url, say=_say)
-    token = client.exchange(exchange_url, args.timeout, relay=relay)
+    client = WorkflowClient(_issuer(args), say=_say)
+    token = client.exchange(claim_id, args.timeout, relay=relay)
     if env.get("GITHUB_ACTIONS") == "true":
         # First, before anything that could hold the token: later log lines show `***`.
         print(mask_line(token), flush=True)
@@ -154,14 +160,13 @@ def _relay(args: argparse.Namespace, env: Mapping[str, str], slot: str | None) -
     return ExitCode.OK
 
 
-def _emit_claim(env: Mapping[str, str], exchange_url: str) -> None:
+def _emit_claim(env: Mapping[str, str], claim_id: str) -> None:
     """Mask the claim, then write it: the next step's header echoes its inputs, and inside a
     job a mask applies to every later line. (A masked output cannot cross jobs: GitHub drops
     job outputs that hold masked values.)"""
     if env.get("GITHUB_ACTIONS") == "true":
-        print(mask_line(exchange_url), flush=True)
-        print(mask_line(exchange_url.rsplit("/", 1)[-1]), flush=True)
-    _emit_output(env, "claim", exchange_url)
+        print(mask_line(claim_id), flush=True)
+    _emit_output(env, "claim", claim_id)
     _say(
         "challenge printed; claim written to the `claim` output (masked): exchange it in a "
         "later step of this job (mode: exchange); across jobs, use the relay pattern"
@@ -188,19 +193,15 @@ def _make_claim(args: argparse.Namespace, env: Mapping[str, str], relay: str | N
             f"claimed relay slot {relay!r}: a parallel job prints the challenge "
             f"(`issuer token relay --slot {relay}`, the action's mode `relay`)"
         )
-    return claim.exchange_url
+    return claim.claim_id
 
 
 def _claim_to_exchange(args: argparse.Namespace) -> str:
+    """The claim id of the `claim` input; the issuer URL must be given too."""
     claim = str(args.claim or "").strip()
-    if "/exchange/" not in claim:
+    if not CLAIM_ID.match(claim):
         raise ClientError(messages.missing_claim(), ExitCode.USAGE)
-    if args.issuer and not claim.startswith(f"{args.issuer.rstrip('/')}/exchange/"):
-        raise ClientError(
-            "the claim was made at another issuer than --issuer. Fix: use the same "
-            "`issuer-url` for the claim and the exchange",
-            ExitCode.USAGE,
-        )
+    _issuer(args)
     return claim
 
 

@@ -55,13 +55,19 @@ _FIXES: dict[str, tuple[int, str]] = {
     ),
     "claim_used": (
         ExitCode.CLAIM_SPENT,
-        "a claim yields one token: make a new claim (mode `claim` or `token`) for another one",
+        "a claim yields one token, and that token has expired: make a new claim (mode `claim` "
+        "or `token`) for another one",
     ),
     "claim_expired": (
         ExitCode.CLAIM_SPENT,
         "exchange sooner after the claim (the issuer's ISSUER_CLAIM_TTL): put the exchange "
         "step right after the claim step, or start the relay job together with the "
         "exchanging job; then re-run the workflow",
+    ),
+    "invalid_claim": (
+        ExitCode.CLAIM_SPENT,
+        "pass the `claim` output of the claim step unchanged "
+        "(`steps.<claim step id>.outputs.claim`, in the same job)",
     ),
     "claim_not_found": (
         ExitCode.CLAIM_SPENT,

@@ -1,7 +1,8 @@
 """The workflow-step client: make a claim, print its challenge line, exchange it for a token.
 
 It runs inside a fork's pull-request job, where the log is public. So: the claim capability
-(the exchange URL) is never printed, and the token is masked before anything could print it.
+(the claim id) is never printed and travels only as the exchange's bearer, never in a URL;
+the token is masked before anything could print it.
 
 In the relay pattern the exchanging job claims a relay slot and never prints its challenge;
 a parallel job fetches the slot's challenge line (:meth:`WorkflowClient.relay`), prints it
@@ -15,7 +16,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -40,6 +41,7 @@ LONG_POLL = 10  # seconds per long poll: also how often the step says how long i
 # must not make this step run other workflow commands (set outputs, masks, env).
 _CHALLENGE_LINE = re.compile(r"^::notice::fork-oidc-challenge [A-Za-z0-9_-]{22,128}$")
 SLOT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+CLAIM_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _DIGITS = re.compile(r"^[1-9][0-9]{0,18}$")
 
 
@@ -90,6 +92,7 @@ class RunIdentity:
 
 @dataclass(frozen=True)
 class Claim:
+    claim_id: str = field(repr=False)  # the capability: never printed
     exchange_url: str
     challenge_line: str
     expires_at: int
@@ -131,6 +134,7 @@ class WorkflowClient:
             headers={"User-Agent": USER_AGENT},
             # Drop idle connections before any server would: one closed under a reused
             # connection can lose an exchange's answer, and with it the claim's one token.
+            # (A lost answer no longer loses the token: the retry gets it again.)
             limits=httpx.Limits(keepalive_expiry=2.0),
         )
         self._sleep = sleep
@@ -169,6 +173,7 @@ class WorkflowClient:
             created = response.json()
             line = str(created.get("challenge_line", ""))
             claim = Claim(
+                str(created["claim_id"]),
                 str(created["exchange_url"]),
                 line,
                 int(created["expires_at"]),
@@ -186,9 +191,16 @@ class WorkflowClient:
                 "that `issuer-url` points at a fork OIDC issuer",
                 ExitCode.UNAVAILABLE,
             )
-        if not claim.exchange_url.startswith(f"{self.issuer_url}/exchange/"):
+        if not CLAIM_ID.match(claim.claim_id):
             raise ClientError(
-                "the issuer handed out an exchange URL outside its own URL. Fix: set "
+                "the issuer's answer to the claim held no usable claim id. Fix: check that "
+                "`issuer-url` points at a fork OIDC issuer that is up to date",
+                ExitCode.UNAVAILABLE,
+            )
+        if claim.exchange_url != self.exchange_url:
+            # The claim id goes to the exchange URL as a bearer: only to this issuer's own.
+            raise ClientError(
+                "the issuer handed out an exchange URL other than its own `/exchange`. Fix: set "
                 "`issuer-url` to the issuer's URL exactly as its operator configured "
                 "ISSUER_URL",
                 ExitCode.UNAVAILABLE,
@@ -219,9 +231,15 @@ class WorkflowClient:
                 pause = min(_retry_after(response, 2), max(deadline - self._clock(), 0))
                 self._sleep(pause)
 
-    def exchange(self, exchange_url: str, timeout: float, *, relay: str | None = None) -> str:
-        """Poll until the issuer hands out the token; progress is said, the URL never.
-        ``relay``: the claim's relay slot, for what the waiting says."""
+    @property
+    def exchange_url(self) -> str:
+        return f"{self.issuer_url}/exchange"
+
+    def exchange(self, claim_id: str, timeout: float, *, relay: str | None = None) -> str:
+        """Poll until the issuer hands out the token; progress is said, the claim never. A
+        retry after a lost answer gets the same token. ``relay``: the claim's relay slot,
+        for what the waiting says."""
+        bearer = {"Authorization": f"Bearer {claim_id}"}
         started = self._clock()
         deadline = started + timeout
         last = ""
@@ -232,7 +250,7 @@ class WorkflowClient:
             wait = int(min(LONG_POLL, max(remaining - 1, 0)))
             asked = self._clock()
             response = self._post_retrying(
-                exchange_url, params={"wait": str(wait)}, timeout=remaining
+                self.exchange_url, params={"wait": str(wait)}, headers=bearer, timeout=remaining
             )
             if response.status_code == 200:
                 return _token_of(response)

@@ -14,7 +14,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from issuer.oidc.abuse import AbuseConfig, AbuseControls
-from issuer.oidc.claims import TOKEN_TYPE, Issued, parse_claim_request, parse_relay_path
+from issuer.oidc.claims import (
+    TOKEN_TYPE,
+    Issued,
+    claim_id_of,
+    parse_claim_request,
+    parse_relay_path,
+)
 from issuer.oidc.discovery import Prepared
 from issuer.oidc.metrics import CLAIMS, EXCHANGES
 from issuer.oidc.relay import Relayed
@@ -88,15 +94,16 @@ def _wait_seconds(request: Request) -> float:
 
 async def exchange(request: Request) -> Response:
     service = _service(request)
-    wait = _wait_seconds(request)
     try:
-        outcome = await service.claims.exchange(request.path_params["claim_id"], wait)
+        claim_id = claim_id_of(request.headers.get("authorization"))
+        wait = _wait_seconds(request)
+        outcome = await service.claims.exchange(claim_id, wait)
     except ApiError as error:
         EXCHANGES.labels(error.code).inc()
         raise
     headers = {"Cache-Control": "no-store"}
     if isinstance(outcome, Issued):
-        EXCHANGES.labels("issued").inc()
+        EXCHANGES.labels("issued_again" if outcome.again else "issued").inc()
         body = {"token": outcome.token, "token_type": TOKEN_TYPE, "expires_in": outcome.expires_in}
         return JSONResponse(body, headers=headers)
     EXCHANGES.labels("pending").inc()
@@ -235,7 +242,7 @@ def create_app(start_service: ServiceFactory, *, abuse: AbuseConfig | None = Non
 
     routes = [
         Route("/claim", claim, methods=["POST"]),
-        Route("/exchange/{claim_id}", exchange, methods=["POST"]),
+        Route("/exchange", exchange, methods=["POST"]),
         Route(
             "/relay/{owner}/{repo}/runs/{run_id}/attempts/{attempt}/{slot}",
             relay,

@@ -6,6 +6,10 @@ only as its SHA-256, so the store holds no capability):
     pending ──line seen in the run──▶ seen ──first exchange wins (SET NX)──▶ used
        │                                                      any state ──▶ expired
 
+``used`` holds the claim's one token, sealed under a key derived from the claim id
+(:mod:`issuer.oidc.sealed`): the holder's retry, after an answer lost on the way, gets that
+same token again until it expires; nobody else can open it.
+
 Claims do not look at GitHub themselves: each registers its code with its run, and the one
 watcher of that run (:mod:`issuer.oidc.watch`) records every code it sees there. A look that
 finds nothing, or fails, leaves the claim pending: only handing out its token uses it up.
@@ -42,6 +46,7 @@ from issuer.oidc.runs import (
     RunState,
     RunView,
 )
+from issuer.oidc.sealed import seal, unseal
 from issuer.oidc.tokens import sign, with_lifetime
 from issuer.oidc.watch import RunWatches
 from issuer.store import Get, Put, Store, Write, tagged
@@ -61,6 +66,7 @@ TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
 _OWNER = r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}"
 _REPOSITORY = re.compile(rf"^{_OWNER}/[A-Za-z0-9._-]{{1,100}}$")
 _CLAIM_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_BEARER = re.compile(r"^Bearer +(\S+) *$", re.IGNORECASE)
 _DIGITS = re.compile(r"^[1-9][0-9]{0,18}$")
 _MAX_ID = 2**63 - 1
 _REPOSITORY_RULE = "repository must be OWNER/REPO as GitHub names repositories"
@@ -90,6 +96,7 @@ class ClaimRecord:
 class Issued:
     token: str
     expires_in: int
+    again: bool = False  # the same token as an earlier answer (the holder's retry)
 
 
 @dataclass(frozen=True)
@@ -173,12 +180,37 @@ def parse_relay_path(params: Mapping[str, str]) -> SlotKey:
     return SlotKey(f"{owner}/{repo}", run_id, attempt, slot)
 
 
+def invalid_claim(description: str) -> ApiError:
+    """401: the exchange's bearer is missing or is not a claim id."""
+    return ApiError(
+        401, "invalid_claim", description, headers={"WWW-Authenticate": 'Bearer realm="exchange"'}
+    )
+
+
+def claim_id_of(authorization: str | None) -> str:
+    """The claim id an exchange presents as ``Authorization: Bearer CLAIM_ID``; raises 401
+    ``invalid_claim`` (naming what is wrong, never the value) when there is none."""
+    if not authorization:
+        raise invalid_claim("send the claim id as `Authorization: Bearer CLAIM_ID`")
+    match = _BEARER.match(authorization)
+    if match is None or not _CLAIM_ID.match(match.group(1)):
+        raise invalid_claim(
+            "the Authorization header must be `Bearer CLAIM_ID`, with the claim id exactly as "
+            "`POST /claim` handed it out"
+        )
+    return match.group(1)
+
+
 def _digest(claim_id: str) -> str:
     return hashlib.sha256(claim_id.encode()).hexdigest()
 
 
 class _Keys:
-    def __init__(self, digest: str) -> None:
+    """A claim's keys in the store, and its id (the secret that seals its token)."""
+
+    def __init__(self, claim_id: str) -> None:
+        self.claim_id = claim_id
+        digest = _digest(claim_id)
         self.digest = digest
         self.record = tagged(f"claim:{digest}", "record")
         self.used = tagged(f"claim:{digest}", "used")
@@ -220,7 +252,7 @@ class ClaimService:
             expires_at,
             request.relay,
         )
-        keys = _Keys(_digest(claim_id))
+        keys = _Keys(claim_id)
         stored = Put(
             keys.record, json.dumps(asdict(record)).encode(), ttl=self._config.claim_ttl + RETENTION
         )
@@ -235,7 +267,7 @@ class ClaimService:
             "claim_id": claim_id,
             "challenge_code": code,
             "challenge_line": challenge.challenge_line(code),
-            "exchange_url": f"{self._config.issuer_url}/exchange/{claim_id}",
+            "exchange_url": f"{self._config.issuer_url}/exchange",
             "expires_at": expires_at,
             "poll_interval": self._config.poll_interval,
         }
@@ -247,10 +279,11 @@ class ClaimService:
         await self._watches.close()
 
     async def exchange(self, claim_id: str, wait: float) -> Issued | Pending:
-        """The token once the line was seen; Pending until then. Raises ApiError."""
+        """The token once the line was seen (the same token again to the holder's retry, until
+        it expires); Pending until then. Raises ApiError."""
         if not _CLAIM_ID.match(claim_id):
-            raise ApiError(404, "claim_not_found", "no such claim")
-        keys = _Keys(_digest(claim_id))
+            raise invalid_claim("the bearer is not a claim id as `POST /claim` hands them out")
+        keys = _Keys(claim_id)
         raw = await self._store.get(keys.record)
         if raw is None:
             raise ApiError(404, "claim_not_found", "no such claim (it may have expired long ago)")
@@ -258,19 +291,23 @@ class ClaimService:
         key = _run_key(record)
         state = self._watches.state(key)
         deadline = self._clock() + min(max(wait, 0.0), MAX_WAIT)
+        # A rest GitHub asks for that ends within this is only a delay: pending, not 503.
+        patience = max(min(max(wait, 0.0), MAX_WAIT), float(self._config.poll_interval))
         # Even an exchange that will not wait gets the verdict of the run's first look.
         first_look_by = self._clock() + FIRST_LOOK_WAIT
         async with self._watches.waiting(key, record.code) as waiter:
             # Tells the run's watcher, in the same round trip, that an exchange waits.
             used, view = await self._read(keys, state, record.code, [state.want_write()])
             waiter.saw(view.version)
-            self._refuse_if_spent(record, used)
+            if used is not None:
+                return self._handed_out(keys, used)
+            self._refuse_if_expired(record)
             seen = view.sightings[record.code]
             if seen is not None:
                 return await self._issue(record, keys, seen)
             await self._refuse_unless_relay_allows(record, keys)
             if self._stopping.is_set():
-                return await self._pending(record, state)
+                return await self._pending(record, state, patience)
             asked_at = self._clock()
             await self._watches.asked(key)
             while True:
@@ -297,12 +334,14 @@ class ClaimService:
                     used, view = await self._read(keys, state, record.code)
                 else:
                     used, view = None, woken  # spent: the write of `used` tells at _issue
-                self._refuse_if_spent(record, used)
+                if used is not None:
+                    return self._handed_out(keys, used)
+                self._refuse_if_expired(record)
                 seen = view.sightings[record.code]
                 if seen is not None:
                     return await self._issue(record, keys, seen)
                 await self._refuse_unless_relay_allows(record, keys)
-        return await self._pending(record, state)
+        return await self._pending(record, state, patience)
 
     async def _read(
         self, keys: _Keys, state: RunState, code: str, writes: Sequence[Write] = ()
@@ -318,24 +357,43 @@ class ClaimService:
     async def _looked(state: RunState, failure: Failure | None) -> bool:
         return failure is not None or await state.status() is not None
 
-    async def _pending(self, record: ClaimRecord, state: RunState) -> Pending:
-        """What the exchange answers when it stops waiting without a token."""
+    async def _pending(self, record: ClaimRecord, state: RunState, patience: float) -> Pending:
+        """What the exchange answers when it stops waiting without a token: pending, also
+        while GitHub asks for a rest that ends within ``patience`` (the exchange's wait, or
+        the poll interval); 503 for a longer one."""
+        self._refuse_if_expired(record)
         failure = await state.failure()
         now = self._clock()
         if failure is not None and failure.kind == FAILURE_UNAVAILABLE and failure.until > now:
-            raise ApiError(
-                503,
-                "github_unavailable",
-                f"GitHub could not be read: {failure.message}; the claim is still pending",
-                retry_after=max(1, math.ceil(failure.until - now)),
+            rest = max(1, math.ceil(failure.until - now))
+            if failure.until - now > patience:
+                raise ApiError(
+                    503,
+                    "github_unavailable",
+                    f"GitHub could not be read: {failure.message}; the claim is still pending",
+                    retry_after=rest,
+                )
+            return Pending(
+                f"GitHub could not be read ({failure.message}); the issuer reads again in "
+                f"{rest} s; the claim is still pending",
+                max(rest, self._config.poll_interval),
             )
-        self._refuse_if_spent(record, None)
         description = await state.status() or "waiting for the first look at the run"
         return Pending(description, self._config.poll_interval)
 
-    def _refuse_if_spent(self, record: ClaimRecord, used: bytes | None) -> None:
-        if used is not None:
-            raise ApiError(410, "claim_used", "this claim has already yielded its token")
+    def _handed_out(self, keys: _Keys, used: bytes) -> Issued:
+        """The token this claim already yielded, for its holder's retry; 410 once expired."""
+        opened = unseal(keys.claim_id, used, bound_to=keys.digest)
+        sealed = None if opened is None else json.loads(opened)
+        now = int(self._clock())
+        if sealed is None or sealed["expires_at"] <= now:
+            raise ApiError(
+                410, "claim_used", "this claim has already yielded its token, which has expired"
+            )
+        log.info("a claim's token handed out again to its holder (an earlier answer was lost?)")
+        return Issued(sealed["token"], sealed["expires_at"] - now, again=True)
+
+    def _refuse_if_expired(self, record: ClaimRecord) -> None:
         if self._clock() >= record.expires_at:
             raise ApiError(410, "claim_expired", "this claim expired before its line was seen")
 
@@ -359,11 +417,16 @@ class ClaimService:
         ttl = self._config.token_ttl
         claims = with_lifetime(seen, audience=record.audience, now=now, ttl=ttl)
         token = sign(claims, self._signing_key())
-        won = await self._store.set(
-            keys.used, b"1", ttl=max(record.expires_at - now + RETENTION, 1), only_if_absent=True
-        )
-        if not won:
-            raise ApiError(410, "claim_used", "this claim has already yielded its token")
+        kept_token = json.dumps({"token": token, "expires_at": now + ttl}).encode()
+        sealed = seal(keys.claim_id, kept_token, bound_to=keys.digest)
+        # Kept while the claim or its token lives, and an hour more to answer 410.
+        kept = max(record.expires_at - now, ttl) + RETENTION
+        won = await self._store.set(keys.used, sealed, ttl=kept, only_if_absent=True)
+        if not won:  # a concurrent exchange of the same claim (its holder) won: its token
+            used = await self._store.get(keys.used)
+            if used is None:
+                raise ApiError(410, "claim_used", "this claim has already yielded its token")
+            return self._handed_out(keys, used)
         TOKENS.labels(seen.get("challenge_channel", "unknown")).inc()
         log.info("token %s issued for %s run %s", claims["jti"], seen["repository"], seen["run_id"])
         return Issued(token, ttl)

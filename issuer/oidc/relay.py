@@ -6,7 +6,7 @@ capability in a public step header (the runner prints a step's ``with:`` and ``e
 anything can mask them). The relay turns this around, so that no secret crosses jobs::
 
     build job   POST /claim {..., "run_attempt": A, "relay": SLOT}    keeps the claim id in memory
-                POST /exchange/{claim_id}?wait=S                       long polls
+                POST /exchange?wait=S (claim id as bearer)            long polls
     relay job   GET /relay/OWNER/REPO/runs/RUN/attempts/A/SLOT?wait=S  the slot's challenge line
                 prints it and completes: its log (or annotation) shows the line to the issuer
 

@@ -45,7 +45,7 @@ def redact_path(path: str) -> str:
 
 
 def error_response(error: ApiError) -> JSONResponse:
-    headers = {}
+    headers = dict(error.headers)
     if error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
     return JSONResponse(

@@ -61,7 +61,11 @@ class World:
         job = pr.job("claim")
         pr.print_and_finish(job, claim.json()["challenge_line"])
         pr.job("build")
-        answer = self.http.post(claim.json()["exchange_url"], params={"wait": "20"})
+        answer = self.http.post(
+            claim.json()["exchange_url"],
+            params={"wait": "20"},
+            headers={"Authorization": f"Bearer {claim.json()['claim_id']}"},
+        )
         assert answer.status_code == 200, answer.text
         token: str = answer.json()["token"]
         self.secrets.append(token)

@@ -94,10 +94,9 @@ def assert_no_secret_leaks(step: Step, *, claim: str = "", token: str = "") -> N
     """The claim id shows only in mask lines (which the runner consumes, never logs); the
     token only in the one mask line, before all else."""
     if claim:
-        claim_id = claim.rsplit("/", 1)[-1]
-        assert claim_id not in step.stderr
+        assert claim not in step.stderr
         assert all(
-            line.startswith("::add-mask::") for line in step.stdout.splitlines() if claim_id in line
+            line.startswith("::add-mask::") for line in step.stdout.splitlines() if claim in line
         )
     if token:
         lines = step.stdout.splitlines()

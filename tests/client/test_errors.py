@@ -22,27 +22,50 @@ def test_a_completed_run_is_rejected_with_exit_4_and_the_fix(
 ) -> None:
     claim = _claim(issuer_url, pr, tmp_path / "o")
     sim.finish_run(pr.run)
-    step = run_step("exchange", env=runner_env(pr, tmp_path / "o", ISSUER_CLAIM=claim))
+    env = runner_env(pr, tmp_path / "o", ISSUER_CLAIM=claim, ISSUER_URL=issuer_url)
+    step = run_step("exchange", env=env)
     assert step.returncode == 4
     assert "::error" in step.stdout and "has completed" in step.stdout and "Fix:" in step.stdout
-    assert claim.rsplit("/", 1)[-1] not in step.text
+    assert claim not in step.text
 
 
-def test_a_used_claim_ends_with_exit_5(
-    issuer_url: str, pr: ForkRun, sim: GitHubSim, tmp_path: Path
-) -> None:
+def _used_claim(issuer_url: str, pr: ForkRun, sim: GitHubSim, tmp_path: Path) -> tuple[str, str]:
+    """A claim exchanged once: the claim id and its token."""
     job = pr.job("claim")
     sim.start_step(job, "Claim")
     step = run_step(
         "claim", "--issuer", issuer_url, env=runner_env(pr, tmp_path / "o"), sim=sim, job=job
     )
     claim = step.outputs["claim"]
-    env = runner_env(pr, tmp_path / "x", ISSUER_CLAIM=claim)
-    assert run_step("exchange", "--timeout", "20", env=env).returncode == 0
+    env = runner_env(pr, tmp_path / "x", ISSUER_CLAIM=claim, ISSUER_URL=issuer_url)
+    first = run_step("exchange", "--timeout", "20", env=env)
+    assert first.returncode == 0, first.text
+    return claim, first.outputs["token"]
+
+
+def test_exchanging_a_used_claim_again_gets_its_token_again(
+    issuer_url: str, pr: ForkRun, sim: GitHubSim, tmp_path: Path
+) -> None:
+    claim, token = _used_claim(issuer_url, pr, sim, tmp_path)
+    env = runner_env(pr, tmp_path / "y", ISSUER_CLAIM=claim, ISSUER_URL=issuer_url)
     again = run_step("exchange", env=env)
+    assert again.returncode == 0, again.text
+    assert again.outputs["token"] == token
+
+
+def test_a_used_claim_whose_token_expired_ends_with_exit_5(
+    github_url_and_sim: tuple[str, GitHubSim], tmp_path: Path
+) -> None:
+    url, sim = github_url_and_sim
+    pr = fork_run(sim)
+    with issuer_in_thread(url, token_ttl=1) as (issuer_url, _):
+        claim, _token = _used_claim(issuer_url, pr, sim, tmp_path)
+        time.sleep(1.1)  # the token's lifetime
+        env = runner_env(pr, tmp_path / "y", ISSUER_CLAIM=claim, ISSUER_URL=issuer_url)
+        again = run_step("exchange", env=env)
     assert again.returncode == 5
     assert "claim_used" in again.stdout and "make a new claim" in again.stdout
-    assert claim.rsplit("/", 1)[-1] not in again.text
+    assert claim not in again.text
 
 
 def test_an_expired_claim_ends_with_exit_5(
@@ -53,7 +76,8 @@ def test_an_expired_claim_ends_with_exit_5(
     with issuer_in_thread(url, claim_ttl=1) as (issuer_url, _):
         claim = _claim(issuer_url, pr, tmp_path / "o")
         time.sleep(1.5)
-        step = run_step("exchange", env=runner_env(pr, tmp_path / "o", ISSUER_CLAIM=claim))
+        env = runner_env(pr, tmp_path / "o", ISSUER_CLAIM=claim, ISSUER_URL=issuer_url)
+        step = run_step("exchange", env=env)
     assert step.returncode == 5
     assert "claim_expired" in step.stdout and "exchange sooner" in step.stdout
 
@@ -61,8 +85,8 @@ def test_an_expired_claim_ends_with_exit_5(
 def test_an_unknown_claim_ends_with_exit_5_without_echoing_it(
     issuer_url: str, pr: ForkRun, tmp_path: Path
 ) -> None:
-    secret = "not-a-real-claim-id-but-secret-looking-0123456789"
-    env = runner_env(pr, tmp_path / "o", ISSUER_CLAIM=f"{issuer_url}/exchange/{secret}")
+    secret = "not-a-real-claim-id-but-secret-looking-012345"[:43]
+    env = runner_env(pr, tmp_path / "o", ISSUER_CLAIM=secret, ISSUER_URL=issuer_url)
     step = run_step("exchange", env=env)
     assert step.returncode == 5
     assert "claim_not_found" in step.stdout and "Fix:" in step.stdout

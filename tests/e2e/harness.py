@@ -9,9 +9,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
 import httpx
 
@@ -56,6 +57,11 @@ class ForkRun:
         }
         body.update(overrides)
         return body
+
+
+def bearer(claim: Mapping[str, Any]) -> dict[str, str]:
+    """The headers of an exchange of ``claim`` (an answer of ``POST /claim``)."""
+    return {"Authorization": f"Bearer {claim['claim_id']}"}
 
 
 def fork_run(sim: GitHubSim, *, event: str = "pull_request", private: bool = False) -> ForkRun:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import httpx
 
 from issuer.web.serving import BackgroundServer
-from tests.e2e.harness import ForkRun, issuer_in_thread
+from tests.e2e.harness import ForkRun, bearer, issuer_in_thread
 
 
 def test_an_audience_outside_the_allowed_ones_is_refused(
@@ -26,6 +26,6 @@ def test_an_expired_claim_answers_410(
         import time
 
         time.sleep(1.2)
-        response = http.post(claim["exchange_url"])
+        response = http.post(claim["exchange_url"], headers=bearer(claim))
         assert response.status_code == 410
         assert response.json()["error"] == "claim_expired"

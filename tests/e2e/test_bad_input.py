@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import ForkRun
+from tests.e2e.harness import ForkRun, bearer
 
 VALID: dict[str, Any] = {
     "repository": "octo-org/octo-repo",
@@ -123,7 +123,7 @@ def test_an_exchange_wait_that_is_not_a_number_is_a_400(
 ) -> None:
     claim = http.post(f"{issuer_url}/claim", json=pr.claim_body()).json()
     for wait in ("abc", "-1", "nan", "inf"):
-        response = http.post(claim["exchange_url"], params={"wait": wait})
+        response = http.post(claim["exchange_url"], headers=bearer(claim), params={"wait": wait})
         assert_error(response, 400, "invalid_request")
 
 
@@ -135,5 +135,5 @@ def test_a_refused_claim_response_never_echoes_a_huge_value(
 
 
 def test_an_exchange_with_a_body_over_16_kib_is_a_413(http: httpx.Client, issuer_url: str) -> None:
-    response = http.post(f"{issuer_url}/exchange/{'A' * 43}", content=b"x" * (17 * 1024))
+    response = http.post(f"{issuer_url}/exchange", content=b"x" * (17 * 1024))
     assert_error(response, 413, "request_too_large")

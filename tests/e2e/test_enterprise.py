@@ -13,7 +13,7 @@ from issuer.oidc.github_access import github_client_from_config
 from issuer.sim import GitHubSim, SimSettings
 from issuer.sim.serve import serve_sim
 from issuer.store import MemoryStore
-from tests.e2e.harness import GITHUB_TOKEN, fork_run, issuer_in_thread
+from tests.e2e.harness import GITHUB_TOKEN, bearer, fork_run, issuer_in_thread
 
 
 def test_the_whole_flow_works_against_an_api_under_a_path_prefix(http: httpx.Client) -> None:
@@ -25,7 +25,9 @@ def test_the_whole_flow_works_against_an_api_under_a_path_prefix(http: httpx.Cli
         with issuer_in_thread(f"{server.url_of(0)}/api/v3") as (url, _config):
             claim = http.post(f"{url}/claim", json=pr.claim_body()).json()
             pr.print_and_finish(pr.job("claim"), claim["challenge_line"].replace("::notice::", ""))
-            response = http.post(claim["exchange_url"], params={"wait": "10"})
+            response = http.post(
+                claim["exchange_url"], headers=bearer(claim), params={"wait": "10"}
+            )
             assert response.status_code == 200, response.text
     finally:
         server.stop()

@@ -12,7 +12,7 @@ from joserfc.jwk import KeySet, RSAKey
 
 from issuer.sim import GitHubSim, SimSettings
 from issuer.sim.serve import serve_sim
-from tests.e2e.harness import GITHUB_TOKEN, ForkRun, fork_run, issuer_in_thread
+from tests.e2e.harness import GITHUB_TOKEN, ForkRun, bearer, fork_run, issuer_in_thread
 
 SESSION = "web-session-" + "s" * 24
 
@@ -32,7 +32,12 @@ def _claim_and_exchange(
     else:  # one step that prints, then waits for its token
         pr.sim.start_step(job, "Token", script="issuer token")
         pr.sim.print_line(job, claim["challenge_line"])
-    return http.post(f"{claim['exchange_url']}?wait=15", timeout=25)
+    return http.post(
+        claim["exchange_url"],
+        params={"wait": "15"},
+        headers=bearer(claim),
+        timeout=25,
+    )
 
 
 def test_a_fork_runs_pull_request_is_named_in_its_token(
@@ -102,7 +107,12 @@ def test_without_a_web_session_a_running_step_waits_for_its_annotation(
             job = pr.job("claim")
             sim.start_step(job, "Token", script="issuer token")
             sim.print_line(job, claim["challenge_line"])
-            response = http.post(f"{claim['exchange_url']}?wait=3", timeout=10)
+            response = http.post(
+                claim["exchange_url"],
+                params={"wait": "3"},
+                headers=bearer(claim),
+                timeout=10,
+            )
     finally:
         server.stop()
     assert response.status_code == 202

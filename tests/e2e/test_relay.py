@@ -17,7 +17,7 @@ from issuer.sim import GitHubSim
 from issuer.store import RedisStore, Store
 from issuer.web.errors import ApiError
 from issuer.web.serving import BackgroundServer
-from tests.e2e.harness import ForkRun, issuer_in_thread
+from tests.e2e.harness import ForkRun, bearer, issuer_in_thread
 
 SLOT = "build"
 
@@ -191,7 +191,7 @@ def test_the_only_claim_of_a_slot_gets_its_token_once_the_relay_printed_it(
     _print_in_a_finished_job(
         pr, "relay", http.get(_relay_url(issuer_url, pr)).json()["challenge_line"]
     )
-    answer = http.post(claim["exchange_url"], params={"wait": 30})
+    answer = http.post(claim["exchange_url"], headers=bearer(claim), params={"wait": 30})
     assert answer.status_code == 200, answer.text
 
 
@@ -200,7 +200,7 @@ def test_an_exchange_on_a_contested_slot_is_403_run_rejected(
 ) -> None:
     claim = _relay_claim(http, issuer_url, pr)
     _relay_claim(http, issuer_url, pr)
-    answer = http.post(claim["exchange_url"], params={"wait": 5})
+    answer = http.post(claim["exchange_url"], headers=bearer(claim), params={"wait": 5})
     assert answer.status_code == 403
     assert answer.json()["error"] == "run_rejected"
     assert "was claimed more than once" in answer.json()["error_description"]
@@ -215,9 +215,12 @@ def test_a_slot_contested_after_its_line_was_seen_still_yields_no_token(
     claim = _relay_claim(http, issuer_url, pr)
     witness = _claim(http, issuer_url, pr)  # seen in the same look as the relayed line
     _print_in_a_finished_job(pr, "relay", claim["challenge_line"], witness["challenge_line"])
-    assert http.post(witness["exchange_url"], params={"wait": 30}).status_code == 200
+    assert (
+        http.post(witness["exchange_url"], headers=bearer(witness), params={"wait": 30}).status_code
+        == 200
+    )
     _relay_claim(http, issuer_url, pr)  # the stranger
-    answer = http.post(claim["exchange_url"], params={"wait": 0})
+    answer = http.post(claim["exchange_url"], headers=bearer(claim), params={"wait": 0})
     assert answer.status_code == 403
     assert "was claimed more than once" in answer.json()["error_description"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from issuer.sim import GitHubSim
-from tests.e2e.harness import GITHUB_TOKEN, ForkRun
+from tests.e2e.harness import GITHUB_TOKEN, ForkRun, bearer
 
 
 def _claim(http: httpx.Client, issuer_url: str, pr: ForkRun) -> dict[str, Any]:
@@ -20,7 +20,14 @@ def _claim(http: httpx.Client, issuer_url: str, pr: ForkRun) -> dict[str, Any]:
 async def _exchange_all(claims: list[dict[str, Any]], wait: int = 15) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=40) as http:
         return await asyncio.gather(
-            *(http.post(f"{claim['exchange_url']}?wait={wait}") for claim in claims)
+            *(
+                http.post(
+                    claim["exchange_url"],
+                    params={"wait": str(wait)},
+                    headers=bearer(claim),
+                )
+                for claim in claims
+            )
         )
 
 
@@ -65,7 +72,12 @@ def test_a_job_whose_own_steps_have_not_finished_has_no_annotations_read(
 ) -> None:
     claim = _claim(http, issuer_url, pr)
     job = pr.job("build")  # started: only the runner's "Set up job" has finished
-    response = http.post(f"{claim['exchange_url']}?wait=1", timeout=10)
+    response = http.post(
+        claim["exchange_url"],
+        params={"wait": "1"},
+        headers=bearer(claim),
+        timeout=10,
+    )
     assert response.status_code == 202
     assert _requests_to(sim, f"/check-runs/{job.id}/annotations") == 0
 
@@ -79,7 +91,12 @@ def test_a_notice_is_read_once_its_step_finishes_while_the_job_goes_on(
     sim.print_line(job, claim["challenge_line"])
     sim.finish_step(job)
     sim.start_step(job, "Exchange", script="issuer token exchange")
-    response = http.post(f"{claim['exchange_url']}?wait=10", timeout=20)
+    response = http.post(
+        claim["exchange_url"],
+        params={"wait": "10"},
+        headers=bearer(claim),
+        timeout=20,
+    )
     assert response.status_code == 200, response.text
     assert _requests_to(sim, f"/check-runs/{job.id}/annotations") == 1
 
@@ -91,7 +108,12 @@ def test_a_claim_made_and_exchanged_in_one_step_is_seen_through_its_annotation(
     job = pr.job("test")
     sim.start_step(job, "Token", script="issuer token")
     sim.print_line(job, claim["challenge_line"])  # annotations appear at once (the default)
-    response = http.post(f"{claim['exchange_url']}?wait=15", timeout=25)
+    response = http.post(
+        claim["exchange_url"],
+        params={"wait": "15"},
+        headers=bearer(claim),
+        timeout=25,
+    )
     assert response.status_code == 200, response.text
 
 
@@ -100,7 +122,15 @@ def test_the_watch_stops_asking_github_once_every_claim_was_seen(
 ) -> None:
     claim = _claim(http, issuer_url, pr)
     pr.print_and_finish(pr.job("claim"), claim["challenge_line"])
-    assert http.post(f"{claim['exchange_url']}?wait=10", timeout=20).status_code == 200
+    assert (
+        http.post(
+            claim["exchange_url"],
+            params={"wait": "10"},
+            headers=bearer(claim),
+            timeout=20,
+        ).status_code
+        == 200
+    )
     with sim.lock:
         before = len(sim.request_log)
     asyncio.run(asyncio.sleep(2.5))

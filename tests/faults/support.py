@@ -206,12 +206,18 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 30) 
         time.sleep(0.1)
 
 
-def exchange_until_done(url: str, timeout: float = 45) -> httpx.Response:
-    """What the client does: 202 and 503 mean ask again (after ``Retry-After`` for 503)."""
+def exchange_until_done(url: str, claim_id: str, timeout: float = 45) -> httpx.Response:
+    """What the client does: 202 and 503 mean ask again (after ``Retry-After`` for 503).
+    ``url`` is an issuer's ``/exchange``; the claim id goes as the bearer."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            response = httpx.post(f"{url}?wait=5", timeout=15)
+            response = httpx.post(
+                url,
+                params={"wait": "5"},
+                headers={"Authorization": f"Bearer {claim_id}"},
+                timeout=15,
+            )
         except httpx.HTTPError:
             response = None
         if response is not None and response.status_code not in (202, 503):

@@ -10,7 +10,7 @@ import pytest
 
 from issuer.sim import GitHubSim
 from issuer.web.serving import BackgroundServer
-from tests.e2e.harness import fork_run
+from tests.e2e.harness import bearer, fork_run
 from tests.faults.support import RedisCluster, exchange_until_done, replica_env, replicas
 
 
@@ -34,12 +34,12 @@ def test_claims_are_exchanged_across_replicas_on_a_redis_cluster(
             claim = httpx.post(f"{made.url}/claim", json=pr.claim_body())
             assert claim.status_code == 201, claim.text
             pr.print_and_finish(pr.job("claim"), claim.json()["challenge_line"])
-            path = claim.json()["exchange_url"].split("/exchange/", 1)[1]
-            answer = exchange_until_done(f"{asked.url}/exchange/{path}")
+            claim_id = claim.json()["claim_id"]
+            answer = exchange_until_done(f"{asked.url}/exchange", claim_id)
             assert answer.status_code == 200, answer.text
             tokens.append(answer.json()["token"])
-            again = httpx.post(f"{made.url}/exchange/{path}")
-            assert again.status_code == 410, again.text
+            again = httpx.post(f"{made.url}/exchange", headers=bearer(claim.json()))
+            assert again.json()["token"] == answer.json()["token"], again.text
         assert len(set(tokens)) == 6
         assert cluster.nodes_holding_keys() == 3
         logs = first.stop() + second.stop()

@@ -43,7 +43,7 @@ def test_claims_complete_once_github_recovers_from_a_5xx_burst(
 ) -> None:
     claims = _claims(issuer_url, [fork_run(sim), fork_run(sim)], 4)
     sim.fail_next(8, status=502)
-    answers = [exchange_until_done(claim["exchange_url"]) for claim in claims]
+    answers = [exchange_until_done(claim["exchange_url"], claim["claim_id"]) for claim in claims]
     assert [answer.status_code for answer in answers] == [200] * 4
     assert _served(sim, 502) == 8  # the whole burst met the issuer
 
@@ -53,6 +53,6 @@ def test_claims_complete_once_a_secondary_rate_limit_is_over(
 ) -> None:
     claims = _claims(issuer_url, [fork_run(sim), fork_run(sim)], 4)
     sim.fail_next(3, secondary=True, retry_after="2")
-    answers = [exchange_until_done(claim["exchange_url"]) for claim in claims]
+    answers = [exchange_until_done(claim["exchange_url"], claim["claim_id"]) for claim in claims]
     assert [answer.status_code for answer in answers] == [200] * 4
     assert _served(sim, 403) == 3

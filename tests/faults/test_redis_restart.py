@@ -11,7 +11,7 @@ import pytest
 
 from issuer.sim import GitHubSim
 from issuer.web.serving import BackgroundServer
-from tests.e2e.harness import fork_run
+from tests.e2e.harness import bearer, fork_run
 from tests.faults.support import (
     PersistentRedis,
     exchange_until_done,
@@ -21,7 +21,7 @@ from tests.faults.support import (
     wait_until,
 )
 
-ROUTE = "/exchange/{claim_id}"
+ROUTE = "/exchange"
 
 
 @pytest.fixture
@@ -54,13 +54,18 @@ def test_pending_claims_survive_a_redis_restart_and_complete(
         jobs = [pr.job(f"claim {n}") for n, (pr, _claim) in enumerate(claims)]
         # Each run is being watched, and a look found nothing yet.
         for _pr, claim in claims[:2]:
-            assert httpx.post(f"{claim['exchange_url']}?wait=1", timeout=10).status_code == 202
+            pending = httpx.post(
+                claim["exchange_url"], params={"wait": "1"}, headers=bearer(claim), timeout=10
+            )
+            assert pending.status_code == 202
 
         # One exchange is long-polling when Redis dies; the client's loop carries it through.
         last = claims[-1][1]
         in_flight: list[httpx.Response] = []
         poller = threading.Thread(
-            target=lambda: in_flight.append(exchange_until_done(last["exchange_url"]))
+            target=lambda: in_flight.append(
+                exchange_until_done(last["exchange_url"], last["claim_id"])
+            )
         )
         poller.start()
         wait_until(
@@ -77,8 +82,7 @@ def test_pending_claims_survive_a_redis_restart_and_complete(
         for index, (_pr, claim) in enumerate(claims[:-1]):
             # exchanged at the replica that did not take the claim
             at = (second, first)[index % 2]
-            path = claim["exchange_url"].split("/exchange/", 1)[1]
-            response = exchange_until_done(f"{at.url}/exchange/{path}")
+            response = exchange_until_done(f"{at.url}/exchange", claim["claim_id"])
             assert response.status_code == 200, response.text
         poller.join(60)
         assert in_flight and in_flight[0].status_code == 200, in_flight and in_flight[0].text

@@ -54,8 +54,10 @@ def test_the_client_gets_the_token_from_another_replica_when_its_long_poll_dies(
                 "issuer.cli",
                 "token",
                 "exchange",
+                "--issuer",
+                proxy.url,
                 "--claim",
-                claim.json()["exchange_url"],
+                claim.json()["claim_id"],
                 "--timeout",
                 "60",
             ],
@@ -65,7 +67,7 @@ def test_the_client_gets_the_token_from_another_replica_when_its_long_poll_dies(
             text=True,
         )
         try:
-            route = "/exchange/{claim_id}"
+            route = "/exchange"
             wait_until(
                 lambda: any(in_progress(replica.url, route) for replica in pair),
                 "the client's long poll to reach a replica",

@@ -47,12 +47,12 @@ def test_a_store_error_as_a_watch_starts_does_not_leave_the_run_unwatched(
     wait_until(lambda: raw_redis.exists(_run_key(pr, "lease")) == 0, "the failed watch to end")
     raw_redis.delete(_run_key(pr, "memo"))
     pr.print_and_finish(pr.job("claim"), claim.json()["challenge_line"])
-    answer = exchange_until_done(claim.json()["exchange_url"], timeout=20)
+    answer = exchange_until_done(claim.json()["exchange_url"], claim.json()["claim_id"], timeout=20)
     assert answer.status_code == 200, answer.text
 
 
 def _exchange_503s() -> float:
-    labels = {"route": "/exchange/{claim_id}", "method": "POST", "status": "503"}
+    labels = {"route": "/exchange", "method": "POST", "status": "503"}
     return REGISTRY.get_sample_value("issuer_http_requests_total", labels) or 0.0
 
 
@@ -66,7 +66,9 @@ def test_a_store_error_as_an_exchange_starts_waiting_does_not_cost_the_token(
     unavailable_before = _exchange_503s()
     answers: list[httpx.Response] = []
     client = threading.Thread(  # the client's loop: 503 means ask again
-        target=lambda: answers.append(exchange_until_done(claim["exchange_url"], timeout=30))
+        target=lambda: answers.append(
+            exchange_until_done(claim["exchange_url"], claim["claim_id"], timeout=30)
+        )
     )
     client.start()
     wait_until(

@@ -22,7 +22,7 @@ from issuer.sim import GitHubSim
 from issuer.store import MemoryStore, RedisStore
 from issuer.web.logs import JsonFormatter, RequestIdFilter
 from issuer.web.serving import BackgroundServer, bound_socket
-from tests.e2e.harness import GITHUB_TOKEN, ForkRun, base_config, fork_run
+from tests.e2e.harness import GITHUB_TOKEN, ForkRun, base_config, bearer, fork_run
 from tests.redis_server import RedisServer
 from tests.web.conftest import NO_LIMITS, IssuerServer, serve_issuer
 
@@ -146,10 +146,10 @@ def test_the_request_log_line_is_json_with_the_request_id_and_no_claim_id(
     http: httpx.Client, issuer_url: str, pr: ForkRun, json_log: io.StringIO
 ) -> None:
     claim = http.post(f"{issuer_url}/claim", json=pr.claim_body()).json()
-    http.post(claim["exchange_url"], headers={"X-Request-Id": "trace-42"})
+    http.post(claim["exchange_url"], headers={**bearer(claim), "X-Request-Id": "trace-42"})
     lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
     (exchange,) = [line for line in lines if line.get("request_id") == "trace-42"]
-    assert exchange["path"] == "/exchange/{claim_id}"
+    assert exchange["path"] == "/exchange"
     assert exchange["status"] == 202
     assert {"time", "level", "logger", "message"} <= exchange.keys()
     assert claim["claim_id"] not in json_log.getvalue()
@@ -159,7 +159,7 @@ def test_the_request_log_line_is_json_with_the_request_id_and_no_claim_id(
 
 
 def test_a_query_string_over_2_kib_is_a_414(http: httpx.Client, issuer_url: str) -> None:
-    response = http.post(f"{issuer_url}/exchange/{'A' * 43}", params={"wait": "0" * 3000})
+    response = http.post(f"{issuer_url}/exchange", params={"wait": "0" * 3000})
     assert_error(response, 414, "request_too_large")
 
 
@@ -191,12 +191,9 @@ def test_latency_is_measured_by_route_template_never_by_claim_id(
     http: httpx.Client, issuer_url: str, pr: ForkRun
 ) -> None:
     claim = http.post(f"{issuer_url}/claim", json=pr.claim_body()).json()
-    http.post(claim["exchange_url"])
+    http.post(claim["exchange_url"], headers=bearer(claim))
     text = http.get(f"{issuer_url}/metrics").text
-    assert (
-        'issuer_http_request_duration_seconds_count{method="POST",route="/exchange/{claim_id}"}'
-        in text
-    )
+    assert 'issuer_http_request_duration_seconds_count{method="POST",route="/exchange"}' in text
     assert claim["claim_id"] not in text
 
 
@@ -226,7 +223,15 @@ def test_readyz_reports_github_degraded_but_stays_ready_when_every_credential_re
     sim.add_token(GITHUB_TOKEN, limit=1)  # the first look spends it, the second is refused
     claim = http.post(f"{issuer_url}/claim", json=pr.claim_body(run_attempt=1)).json()
     pr.job("claim")
-    assert http.post(f"{claim['exchange_url']}?wait=5", timeout=15).status_code == 503
+    assert (
+        http.post(
+            claim["exchange_url"],
+            params={"wait": "5"},
+            headers=bearer(claim),
+            timeout=15,
+        ).status_code
+        == 503
+    )
     response = http.get(f"{issuer_url}/readyz")
     assert response.status_code == 200
     assert response.json()["github"] is False
@@ -268,7 +273,7 @@ async def test_readyz_is_a_503_once_shutdown_began() -> None:
 
 def wait_for_open_long_poll(http: httpx.Client, url: str) -> None:
     """Until the issuer's metrics show one exchange in progress (bounded)."""
-    gauge = 'issuer_http_requests_in_progress{method="POST",route="/exchange/{claim_id}"} 1.0'
+    gauge = 'issuer_http_requests_in_progress{method="POST",route="/exchange"} 1.0'
     for _ in range(200):
         if gauge in http.get(f"{url}/metrics").text:
             return
@@ -289,7 +294,13 @@ def test_an_exit_signal_answers_an_open_long_poll_as_pending_at_once(
         claim = http.post(f"{url}/claim", json=pr.claim_body()).json()
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             # The client gives up long before the poll's own 30 s: only an early answer passes.
-            poll = pool.submit(httpx.post, f"{claim['exchange_url']}?wait=30", timeout=15)
+            poll = pool.submit(
+                httpx.post,
+                claim["exchange_url"],
+                params={"wait": "30"},
+                headers=bearer(claim),
+                timeout=15,
+            )
             wait_for_open_long_poll(http, url)
             server.signal_exit()
             response = poll.result()

@@ -67,7 +67,7 @@ OPERATIONS = [
 # Negative cases (data the document forbids) where there is input to get wrong.
 WITH_INPUT = {
     ("/claim", "POST"),
-    ("/exchange/{claim_id}", "POST"),
+    ("/exchange", "POST"),
     ("/relay/{owner}/{repo}/runs/{run_id}/attempts/{attempt}/{slot}", "GET"),
 }
 CASES = [(path, method, GenerationMode.POSITIVE) for path, method in OPERATIONS] + [
@@ -102,9 +102,9 @@ def test_exchanging_a_real_claim_answers_as_documented(github: BackgroundServer)
         body = {"repository": "octo-org/unknown", "run_id": 4242, "event_name": "pull_request"}
         claim = httpx.post(f"{url}/claim", json=body)
         assert claim.status_code == 201, claim.text
-        operation = schemathesis.openapi.from_url(f"{url}/openapi.json")["/exchange/{claim_id}"]
+        operation = schemathesis.openapi.from_url(f"{url}/openapi.json")["/exchange"]
         strategy = operation["POST"].as_strategy(
-            path_parameters={"claim_id": claim.json()["claim_id"]}
+            headers={"Authorization": f"Bearer {claim.json()['claim_id']}"}
         )
 
         @given(case=strategy)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from issuer.web.serving import BackgroundServer
-from tests.e2e.harness import GITHUB_TOKEN, ForkRun, IssuerProcess
+from tests.e2e.harness import GITHUB_TOKEN, ForkRun, IssuerProcess, bearer
 from tests.web.test_http import wait_for_open_long_poll
 
 
@@ -88,7 +88,13 @@ def test_sigterm_answers_an_open_long_poll_as_pending_then_the_process_exits(
             claim = http.post(f"{issuer.url}/claim", json=pr.claim_body()).json()
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
                 # The client gives up long before the poll's 30 s: only an early answer passes.
-                poll = pool.submit(httpx.post, f"{claim['exchange_url']}?wait=30", timeout=15)
+                poll = pool.submit(
+                    httpx.post,
+                    claim["exchange_url"],
+                    params={"wait": "30"},
+                    headers=bearer(claim),
+                    timeout=15,
+                )
                 wait_for_open_long_poll(http, issuer.url)
                 issuer.process.send_signal(signal.SIGTERM)
                 response = poll.result()
