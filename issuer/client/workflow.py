@@ -4,6 +4,9 @@ It runs inside a fork's pull-request job, where the log is public. So: the claim
 (the claim id) is never printed and travels only as the exchange's bearer, never in a URL;
 the token is masked before anything could print it.
 
+Every attempt at a claim carries one ``Idempotency-Key``: a retry after a lost answer gets
+the same claim back instead of making a second one (which would contest a relay slot).
+
 In the relay pattern the exchanging job claims a relay slot and never prints its challenge;
 a parallel job fetches the slot's challenge line (:meth:`WorkflowClient.relay`), prints it
 and completes.
@@ -166,7 +169,12 @@ class WorkflowClient:
                     ExitCode.USAGE,
                 )
             body["relay"] = relay
-        response = self._post_retrying(f"{self.issuer_url}/claim", json=body, timeout=timeout)
+        # One key for every retry of this claim: the issuer answers a retry with the claim
+        # the first request made.
+        attempt_key = {"Idempotency-Key": secrets.token_urlsafe(24)}
+        response = self._post_retrying(
+            f"{self.issuer_url}/claim", json=body, headers=attempt_key, timeout=timeout
+        )
         if response.status_code != 201:
             raise _refused("claim", response)
         try:

@@ -4,7 +4,10 @@ function, and renders."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
 
 import prometheus_client
 from starlette.applications import Starlette
@@ -22,6 +25,7 @@ from issuer.oidc.claims import (
     parse_relay_path,
 )
 from issuer.oidc.discovery import Prepared
+from issuer.oidc.idempotency import parse_key
 from issuer.oidc.metrics import CLAIMS, EXCHANGES
 from issuer.oidc.relay import Relayed
 from issuer.oidc.service import IssuerService
@@ -68,16 +72,29 @@ async def claim(request: Request) -> Response:
     service = _service(request)
     abuse = _abuse(request)
     try:
+        key = parse_key(request.headers.get("idempotency-key"))
         claim_request = parse_claim_request(await read_json(request), service.config)
     except ApiError:
         CLAIMS.labels("invalid").inc()
         raise
-    try:
-        await abuse.check_claim(_client_address(request), claim_request)
-    except ApiError:
-        CLAIMS.labels("refused").inc()
-        raise
-    created = await service.claims.create(claim_request)
+
+    async def make() -> dict[str, Any]:
+        try:
+            await abuse.check_claim(_client_address(request), claim_request)
+        except ApiError:
+            CLAIMS.labels("refused").inc()
+            raise
+        return await service.claims.create(claim_request)
+
+    if key is None:
+        created = await make()
+    else:  # a retry with the key gets the claim its first request made
+        created = await service.claims.idempotent.answer(
+            key,
+            asdict(claim_request),
+            make,
+            kept_for=lambda made: max(made["expires_at"] - time.time(), 1.0),
+        )
     return JSONResponse(created, status_code=201, headers={"Cache-Control": "no-store"})
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from issuer.oidc import challenge
 from issuer.oidc.config import IssuerConfig
+from issuer.oidc.idempotency import IdempotentClaims
 from issuer.oidc.keys import SigningKey
 from issuer.oidc.metrics import CLAIMS, TOKENS
 from issuer.oidc.relay import SLOT, SLOT_RULE, RelaySlots, SlotKey, Verdict, contested_description
@@ -231,6 +232,7 @@ class ClaimService:
         self._signing_key = signing_key
         self._clock = clock
         self._stopping = asyncio.Event()
+        self.idempotent = IdempotentClaims(store, clock=clock)
         self.relay = RelaySlots(
             store,
             claim_ttl=config.claim_ttl,

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from issuer.client.workflow import RunIdentity, WorkflowClient
 from issuer.sim import GitHubSim
 from tests.client.runner import Step, assert_no_secret_leaks, run_step, runner_env
 from tests.client.runner import step_in_background as in_background
@@ -189,3 +190,40 @@ def test_a_malformed_slot_is_a_usage_error_before_any_request(pr: ForkRun, tmp_p
     )  # fmt: skip
     assert step.returncode == 2
     assert "relay slot must be 1 to 64 characters" in step.stdout
+
+
+class _LosesFirstClaimAnswer(httpx.BaseTransport):
+    """Sends every request to the issuer; the answer to the first ``POST /claim`` is lost on
+    the way back (the claim was made), as a connection closed under it would lose it."""
+
+    def __init__(self) -> None:
+        self._real = httpx.HTTPTransport()
+        self.claim_keys: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._real.handle_request(request)
+        if request.method == "POST" and request.url.path == "/claim":
+            self.claim_keys.append(request.headers.get("idempotency-key", ""))
+            if len(self.claim_keys) == 1:
+                response.read()
+                response.close()
+                raise httpx.ReadError("connection closed before the answer arrived")
+        return response
+
+
+def test_a_relay_claim_retried_after_its_answer_was_lost_does_not_contest_its_slot(
+    issuer_url: str, pr: ForkRun
+) -> None:
+    transport = _LosesFirstClaimAnswer()
+    said: list[str] = []
+    client = WorkflowClient(
+        issuer_url, say=said.append, http=httpx.Client(transport=transport), sleep=lambda _: None
+    )
+    run = RunIdentity(
+        pr.upstream.full_name, str(pr.run.id), str(pr.run.run_attempt), "pull_request"
+    )
+    client.claim(run, None, relay=SLOT)
+    assert len(transport.claim_keys) == 2 and any("could not be reached" in s for s in said)
+    assert transport.claim_keys[0] and transport.claim_keys[0] == transport.claim_keys[1]
+    relayed = httpx.get(_relay_url(issuer_url, pr), timeout=10)
+    assert relayed.status_code == 200, relayed.text  # one claim on the slot, not two
