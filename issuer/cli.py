@@ -29,12 +29,18 @@ def _serve(args: argparse.Namespace) -> int:
     from issuer.oidc.service import IssuerService
     from issuer.web.http import DrainingServer, server_config
     from issuer.web.logs import configure_json_logging
+    from issuer.web.metrics_listener import serve_metrics
 
     config = _config_or_none()
     if config is None:
         return 2
     try:
         abuse = AbuseConfig.from_env(os.environ)
+    except ConfigError as error:
+        print(f"issuer: {error}", file=sys.stderr)
+        return 2
+    try:
+        serve_metrics("ISSUER_METRICS_ADDRESS", config.metrics_address)
     except ConfigError as error:
         print(f"issuer: {error}", file=sys.stderr)
         return 2

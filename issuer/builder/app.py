@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import prometheus_client
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -188,12 +187,6 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(body, status_code=200 if store_ok else 503)
 
 
-async def metrics(request: Request) -> Response:
-    return Response(
-        prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
-    )
-
-
 def create_app(start_service: ServiceFactory) -> Starlette:
     """The ASGI app; ``start_service`` builds the replica's domain objects at startup."""
 
@@ -216,7 +209,6 @@ def create_app(start_service: ServiceFactory) -> Starlette:
         Route("/admin/trust/{relationship_id}", trust_remove, methods=["DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint("builder"), methods=["GET"]),
     ]
     handlers = {

@@ -29,10 +29,12 @@ def _serve(args: argparse.Namespace) -> int:
     from issuer.builder.app import create_app
     from issuer.builder.config import BuilderConfig
     from issuer.builder.service import BuilderService
+    from issuer.web.metrics_listener import serve_metrics
     from issuer.web.settings import ConfigError
 
     try:
         config = BuilderConfig.from_env(os.environ)
+        serve_metrics("BUILDER_METRICS_ADDRESS", config.metrics_address)
     except ConfigError as error:
         _say_error(str(error))
         return EXIT_USAGE

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from issuer.web.metrics_listener import Address, parse_address
 from issuer.web.settings import ConfigError
 
 ALLOWED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
@@ -18,6 +19,7 @@ BACKENDS = ("buildah",)
 GIB = 1 << 30
 MAX_LEEWAY = 60
 MIN_ADMIN_TOKEN = 16
+METRICS_ADDRESS: Address = ("127.0.0.1", 9102)
 _REDIS_SCHEMES = {"redis", "rediss", "unix", "redis+sentinel", "redis+cluster", "rediss+cluster"}
 
 
@@ -48,6 +50,8 @@ class BuilderConfig:
     disk_limit: int = 10 * GIB
     registry_auth_file: Path | None = None
     """Push credentials, Docker ``config.json`` style: read by builders, never by builds."""
+    metrics_address: Address = METRICS_ADDRESS
+    """Where ``/metrics`` is served: never on the service's public port."""
 
     def __post_init__(self) -> None:
         if not self.audience:
@@ -118,6 +122,9 @@ class BuilderConfig:
             pids_limit=_whole(env, "BUILDER_PIDS_LIMIT", 1024, 32, 1 << 22),
             disk_limit=_size(env, "BUILDER_DISK_LIMIT", 10 * GIB, 64 << 20),
             registry_auth_file=_file(env, "BUILDER_REGISTRY_AUTH_FILE"),
+            metrics_address=parse_address(
+                "BUILDER_METRICS_ADDRESS", env.get("BUILDER_METRICS_ADDRESS", ""), METRICS_ADDRESS
+            ),
         )
 
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
-import prometheus_client
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -224,12 +223,6 @@ async def readyz(request: Request) -> Response:
     )
 
 
-async def metrics(request: Request) -> Response:
-    return Response(
-        prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
-    )
-
-
 async def begin_shutdown(app: Starlette) -> None:
     """The process is about to exit: readiness turns false and open long polls answer now.
 
@@ -269,7 +262,6 @@ def create_app(start_service: ServiceFactory, *, abuse: AbuseConfig | None = Non
         Route("/.well-known/jwks", jwks, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint("issuer"), methods=["GET"]),
     ]
     app = Starlette(

@@ -11,9 +11,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from issuer.github.app_auth import AppKeyError, load_app_key
+from issuer.web.metrics_listener import Address, parse_address
 from issuer.web.settings import ConfigError
 
 __all__ = ["ConfigError", "IssuerConfig"]
+
+METRICS_ADDRESS: Address = ("127.0.0.1", 9101)
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class IssuerConfig:
     github_concurrency: int = 16
     github_web_session: str | None = field(default=None, repr=False)  # a login cookie
     github_web_url: str | None = None  # None: derived from github_api_url
+    metrics_address: Address = METRICS_ADDRESS  # /metrics: never on the public port
 
     @property
     def audience_when_unnamed(self) -> str:
@@ -102,6 +106,9 @@ class IssuerConfig:
             github_concurrency=_whole(env, "ISSUER_GITHUB_CONCURRENCY", 16, low=1, high=100),
             github_web_session=_web_session(env),
             github_web_url=web_url,
+            metrics_address=parse_address(
+                "ISSUER_METRICS_ADDRESS", env.get("ISSUER_METRICS_ADDRESS", ""), METRICS_ADDRESS
+            ),
         )
 
 

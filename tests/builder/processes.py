@@ -20,11 +20,14 @@ class BuilderProcess:
     """``issuer builder serve`` (or ``command``) as its own OS process."""
 
     def __init__(self, env: dict[str, str], command: tuple[str, ...] = SERVE) -> None:
-        sock = bound_socket()
-        self.port = sock.getsockname()[1]
+        sock, metrics = bound_socket(), bound_socket()
+        self.port, metrics_port = sock.getsockname()[1], metrics.getsockname()[1]
         sock.close()
+        metrics.close()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}"
         clean = {k: v for k, v in os.environ.items() if not k.startswith("BUILDER_")}
+        clean["BUILDER_METRICS_ADDRESS"] = f"127.0.0.1:{metrics_port}"
         self.env = env
         self._log = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(

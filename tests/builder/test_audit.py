@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import httpx
+import prometheus_client
 import pytest
 from prometheus_client import REGISTRY
 
@@ -141,9 +142,11 @@ def test_a_malformed_request_is_audited_too(
     assert line["reason"] == "form_required"
 
 
-def test_metrics_are_served(http: httpx.Client, builder_service: RunningService) -> None:
-    response = http.get(f"{builder_service.url}/metrics")
-    assert "builder_exchanges_total" in response.text
+def test_metrics_are_not_served_on_the_public_port(
+    http: httpx.Client, builder_service: RunningService
+) -> None:
+    assert http.get(f"{builder_service.url}/metrics").status_code == 404
+    assert "builder_exchanges_total" in prometheus_client.generate_latest().decode()
 
 
 def _payload(token: str) -> bytes:

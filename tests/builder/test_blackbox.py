@@ -339,3 +339,13 @@ def test_the_service_logs_one_json_audit_line_per_exchange_and_no_secret(world: 
     assert {("exchange", "granted"), ("exchange", "refused"), ("builder_started", None)} <= outcomes
     for secret in [*world.secrets, ADMIN_TOKEN]:
         assert secret not in output
+
+
+def test_metrics_are_served_only_on_their_own_listener(world: World) -> None:
+    """They show what the service does: for the operator's Prometheus, not the public."""
+    assert world.http.get(f"{world.builder.url}/metrics").status_code == 404
+    scraped = world.http.get(f"{world.builder.metrics_url}/metrics")
+    assert scraped.status_code == 200 and "builder_exchanges_total" in scraped.text
+    assert world.http.get(f"{world.issuer.url}/metrics").status_code == 404
+    scraped = world.http.get(f"{world.issuer.metrics_url}/metrics")
+    assert scraped.status_code == 200 and "issuer_github_budget_remaining" in scraped.text

@@ -107,3 +107,11 @@ def test_the_per_run_and_per_head_repository_limits_have_defaults_and_are_read()
 )
 def test_a_per_run_limit_out_of_range_is_refused(name: str) -> None:
     assert problem(**{name: "0"}).variable == name
+
+
+def test_metrics_listen_on_loopback_by_default() -> None:
+    assert config().metrics_address == ("127.0.0.1", 9102)
+
+
+def test_a_malformed_metrics_address_names_the_variable() -> None:
+    assert problem(BUILDER_METRICS_ADDRESS="all:9102").variable == "BUILDER_METRICS_ADDRESS"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
+import prometheus_client
 
 from issuer.oidc.app import create_app
 from issuer.oidc.config import IssuerConfig
@@ -59,6 +60,12 @@ class ForkRun:
         return body
 
 
+def metrics_text() -> str:
+    """This process's metrics, as a metrics listener serves them: the issuers that tests run
+    in a thread serve none on their own port."""
+    return prometheus_client.generate_latest().decode()
+
+
 def bearer(claim: Mapping[str, Any]) -> dict[str, str]:
     """The headers of an exchange of ``claim`` (an answer of ``POST /claim``)."""
     return {"Authorization": f"Bearer {claim['claim_id']}"}
@@ -99,11 +106,18 @@ class IssuerProcess:
     """``issuer serve`` as its own OS process, configured through the environment."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        sock = bound_socket()
-        self.port = sock.getsockname()[1]
+        sock, metrics = bound_socket(), bound_socket()
+        self.port, metrics_port = sock.getsockname()[1], metrics.getsockname()[1]
         sock.close()
+        metrics.close()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, "ISSUER_URL": self.url, **env}
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}"
+        full_env = {
+            **os.environ,
+            "ISSUER_URL": self.url,
+            "ISSUER_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
+            **env,
+        }
         # A file, not a pipe: a pipe nobody reads would block a chatty process.
         self._log = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(

@@ -187,9 +187,10 @@ def replicas(env: dict[str, str], count: int = 2) -> Iterator[list[IssuerProcess
             process.stop()
 
 
-def in_progress(url: str, route: str) -> float:
-    """The replica's ``issuer_http_requests_in_progress`` for a route template."""
-    text = httpx.get(f"{url}/metrics", timeout=5).text
+def in_progress(metrics_url: str, route: str) -> float:
+    """The replica's ``issuer_http_requests_in_progress`` for a route template, read from its
+    metrics listener."""
+    text = httpx.get(f"{metrics_url}/metrics", timeout=5).text
     prefix = f'issuer_http_requests_in_progress{{method="POST",route="{route}"}}'
     for line in text.splitlines():
         if line.startswith(prefix):

@@ -69,7 +69,9 @@ def test_pending_claims_survive_a_redis_restart_and_complete(
         )
         poller.start()
         wait_until(
-            lambda: in_progress(first.url, ROUTE) + in_progress(second.url, ROUTE) > 0,
+            lambda: (
+                in_progress(first.metrics_url, ROUTE) + in_progress(second.metrics_url, ROUTE) > 0
+            ),
             "the long poll",
         )
         persistent_redis.kill()

@@ -69,10 +69,10 @@ def test_the_client_gets_the_token_from_another_replica_when_its_long_poll_dies(
         try:
             route = "/exchange"
             wait_until(
-                lambda: any(in_progress(replica.url, route) for replica in pair),
+                lambda: any(in_progress(replica.metrics_url, route) for replica in pair),
                 "the client's long poll to reach a replica",
             )
-            holder = next(replica for replica in pair if in_progress(replica.url, route))
+            holder = next(replica for replica in pair if in_progress(replica.metrics_url, route))
             survivor = next(replica for replica in pair if replica is not holder)
             sigkill(holder)
             before = len(proxy.open_to(survivor.port))

@@ -218,3 +218,22 @@ def test_the_configuration_repr_shows_no_app_key_or_web_session(
     text = repr(config)
     assert "session-value-xyz" not in text
     assert rsa_pem.splitlines()[1] not in text and "PRIVATE KEY" not in text
+
+
+def test_metrics_listen_on_loopback_by_default() -> None:
+    assert config_of().metrics_address == ("127.0.0.1", 9101)
+
+
+@pytest.mark.parametrize(
+    ("raw", "address"),
+    [("10.0.0.5:9200", ("10.0.0.5", 9200)), ("[::1]:9101", ("::1", 9101))],
+)
+def test_the_metrics_address_is_host_and_port(raw: str, address: tuple[str, int]) -> None:
+    assert config_of(ISSUER_METRICS_ADDRESS=raw).metrics_address == address
+
+
+@pytest.mark.parametrize("raw", ["9101", "localhost:9101", "127.0.0.1:0", "127.0.0.1:http"])
+def test_a_malformed_metrics_address_names_the_variable(raw: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_of(ISSUER_METRICS_ADDRESS=raw)
+    assert caught.value.variable == "ISSUER_METRICS_ADDRESS"

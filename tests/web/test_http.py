@@ -8,7 +8,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import httpx
@@ -22,7 +22,7 @@ from issuer.sim import GitHubSim
 from issuer.store import MemoryStore, RedisStore
 from issuer.web.logs import JsonFormatter, RequestIdFilter
 from issuer.web.serving import BackgroundServer, bound_socket
-from tests.e2e.harness import GITHUB_TOKEN, ForkRun, base_config, bearer, fork_run
+from tests.e2e.harness import GITHUB_TOKEN, ForkRun, base_config, bearer, fork_run, metrics_text
 from tests.redis_server import RedisServer
 from tests.web.conftest import NO_LIMITS, IssuerServer, serve_issuer
 
@@ -192,7 +192,7 @@ def test_latency_is_measured_by_route_template_never_by_claim_id(
 ) -> None:
     claim = http.post(f"{issuer_url}/claim", json=pr.claim_body()).json()
     http.post(claim["exchange_url"], headers=bearer(claim))
-    text = http.get(f"{issuer_url}/metrics").text
+    text = metrics_text()
     assert 'issuer_http_request_duration_seconds_count{method="POST",route="/exchange"}' in text
     assert claim["claim_id"] not in text
 
@@ -203,7 +203,7 @@ def test_refused_claims_are_counted_by_reason(
     deny = AbuseConfig.from_env({"ISSUER_REPOSITORY_DENY": pr.upstream.full_name})
     with serve_issuer(github.url_of(0), deny) as (url, _config):
         http.post(f"{url}/claim", json=pr.claim_body())
-        text = http.get(f"{url}/metrics").text
+        text = metrics_text()
     assert 'issuer_claims_refused_total{reason="repository_not_allowed"}' in text
 
 
@@ -271,11 +271,11 @@ async def test_readyz_is_a_503_once_shutdown_began() -> None:
 # --- graceful shutdown -----------------------------------------------------------------------
 
 
-def wait_for_open_long_poll(http: httpx.Client, url: str) -> None:
+def wait_for_open_long_poll(metrics: Callable[[], str]) -> None:
     """Until the issuer's metrics show one exchange in progress (bounded)."""
     gauge = 'issuer_http_requests_in_progress{method="POST",route="/exchange"} 1.0'
     for _ in range(200):
-        if gauge in http.get(f"{url}/metrics").text:
+        if gauge in metrics():
             return
         time.sleep(0.05)
     raise AssertionError("the long poll never started")
@@ -301,7 +301,7 @@ def test_an_exit_signal_answers_an_open_long_poll_as_pending_at_once(
                 headers=bearer(claim),
                 timeout=15,
             )
-            wait_for_open_long_poll(http, url)
+            wait_for_open_long_poll(metrics_text)
             server.signal_exit()
             response = poll.result()
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -95,7 +96,9 @@ def test_sigterm_answers_an_open_long_poll_as_pending_then_the_process_exits(
                     headers=bearer(claim),
                     timeout=15,
                 )
-                wait_for_open_long_poll(http, issuer.url)
+                wait_for_open_long_poll(
+                    lambda: httpx.get(f"{issuer.metrics_url}/metrics", timeout=5).text
+                )
                 issuer.process.send_signal(signal.SIGTERM)
                 response = poll.result()
         issuer.process.wait(timeout=15)
@@ -105,3 +108,36 @@ def test_sigterm_answers_an_open_long_poll_as_pending_then_the_process_exits(
     assert response.json()["status"] == "pending"
     assert issuer.process.returncode in (0, -signal.SIGTERM)
     assert claim["claim_id"] not in output
+
+
+def test_metrics_are_served_on_their_own_listener_not_on_the_public_port(
+    issuer: IssuerProcess,
+) -> None:
+    assert httpx.get(f"{issuer.url}/metrics").status_code == 404
+    scraped = httpx.get(f"{issuer.metrics_url}/metrics")
+    assert scraped.status_code == 200 and "issuer_claims_total" in scraped.text
+
+
+def test_serve_stops_with_one_line_when_the_metrics_address_is_taken(
+    serve_env: dict[str, str],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "issuer.cli", "serve", "--port", "9"],
+            env={
+                **serve_env,
+                "ISSUER_URL": "https://i.example",
+                "ISSUER_METRICS_ADDRESS": f"127.0.0.1:{port}",
+                "PATH": "",
+            },
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("issuer: ISSUER_METRICS_ADDRESS: cannot listen on 127.0.0.1:")
