@@ -26,6 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
     from issuer.oidc.abuse import AbuseConfig
     from issuer.oidc.app import begin_shutdown, create_app
     from issuer.oidc.claims import MAX_WAIT
+    from issuer.oidc.keys_cli import check_keyring
     from issuer.oidc.service import IssuerService
     from issuer.web.http import DrainingServer, server_config
     from issuer.web.logs import configure_json_logging
@@ -40,6 +41,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"issuer: {error}", file=sys.stderr)
         return 2
     try:
+        if config.redis_url:  # one line naming the variable, not a traceback at start-up
+            asyncio.run(check_keyring(config))
         serve_metrics("ISSUER_METRICS_ADDRESS", config.metrics_address)
     except ConfigError as error:
         print(f"issuer: {error}", file=sys.stderr)
@@ -57,28 +60,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    """``issuer config check``: every effective setting, secrets shown only as set or unset."""
-    from dataclasses import fields
-
+    """``issuer config check``: every effective setting under its variable, secrets shown
+    only as set or unset."""
     from issuer.oidc.abuse import AbuseConfig
+    from issuer.oidc.config_report import report
 
     try:
-        settings = (IssuerConfig.from_env(os.environ), AbuseConfig.from_env(os.environ))
+        issuer, abuse = IssuerConfig.from_env(os.environ), AbuseConfig.from_env(os.environ)
     except ConfigError as error:
         print(f"issuer: {error}", file=sys.stderr)
         return 2
-    for part in settings:
-        for setting in fields(part):
-            value = getattr(part, setting.name)
-            if not setting.repr:
-                shown = "(set)" if value not in (None, "", b"", ()) else "(unset)"
-            elif value is None:
-                shown = "(none)"
-            elif isinstance(value, tuple):
-                shown = ", ".join(str(item) for item in value) or "(none)"
-            else:
-                shown = str(value)
-            print(f"{setting.name} = {shown}")
+    for line in report(issuer, abuse, os.environ):
+        print(line)
     return 0
 
 
@@ -91,50 +84,48 @@ def _demo(args: argparse.Namespace) -> int:
 def _github_sim(args: argparse.Namespace) -> int:
     from issuer.sim.serve import main_github_sim
 
-    main_github_sim(args.port)
+    main_github_sim(args.port, host=args.host)
     return 0
 
 
 def _keys(args: argparse.Namespace) -> int:
     """``issuer keys list | rotate | retire KID``: on the keyring shared through Redis."""
     from issuer.oidc.keys import Keys, UnknownKey
-    from issuer.oidc.service import key_policy, redis_store
+    from issuer.oidc.keys_cli import describe, with_keys
 
     config = _config_or_none()
     if config is None:
         return 2
     if not config.redis_url or config.key_encryption_key is None:
-        print("issuer: ISSUER_REDIS_URL: keys are shared only through Redis", file=sys.stderr)
+        print(
+            "issuer: ISSUER_REDIS_URL: is required: keys are shared only through Redis "
+            "(with ISSUER_KEY_ENCRYPTION_KEY)",
+            file=sys.stderr,
+        )
         return 2
-    kek = config.key_encryption_key
-    redis_url = config.redis_url
 
-    async def act() -> list[dict[str, object]]:
-        store = redis_store(redis_url)
-        try:
-            keys = Keys(store, kek, key_policy(config))
-            await keys.load()
-            if args.keys_command == "rotate":
-                kid = await keys.rotate()
-                print(f"next key {kid}: published, signs from its activation time")
-            elif args.keys_command == "retire":
-                await keys.retire(args.kid)
-                print(f"retired {args.kid}: replicas drop it within a refresh interval")
-            return keys.keyring.summary()
-        finally:
-            await store.close()
+    async def act(keys: Keys) -> list[dict[str, object]]:
+        if args.keys_command == "rotate":
+            kid = await keys.rotate()
+            print(f"next key {kid}: published, signs from its activation time")
+        elif args.keys_command == "retire":
+            await keys.retire(args.kid)
+            print(f"retired {args.kid}: replicas drop it within a refresh interval")
+        return keys.keyring.summary()
 
     try:
-        summary = asyncio.run(act())
+        summary = asyncio.run(with_keys(config, act))
+    except ConfigError as error:
+        print(f"issuer: {error}", file=sys.stderr)
+        return 2
     except UnknownKey as error:
-        print(f"issuer: no key {error}", file=sys.stderr)
-        return 1
-    for key in summary:
-        retired = "" if key["retired"] is None else f"  retired {key['retired']}"
         print(
-            f"{key['kid']}  {key['alg']}  {key['state']}  created {key['created']}"
-            f"  activated {key['activated']}{retired}"
+            f"issuer: no key {error} in the keyring (`issuer keys list` shows them)",
+            file=sys.stderr,
         )
+        return 1
+    for line in describe(summary):
+        print(line)
     return 0
 
 
@@ -144,9 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the issuer service")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve = commands.add_parser(
+        "serve",
+        help="run the issuer service",
+        description="Run the issuer service, configured by ISSUER_* environment variables "
+        "(README: Configuration; `issuer config check` prints them). Metrics are served on "
+        "ISSUER_METRICS_ADDRESS only.",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.set_defaults(handler=_serve)
 
     config_command = commands.add_parser("config", help="the issuer's configuration")
@@ -169,8 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
     token_cli.add_build_arguments(build)
     build.set_defaults(handler=token_cli.run_build)
 
-    sim = commands.add_parser("github-sim", help="the GitHub simulator on its own")
-    sim.add_argument("--port", type=int, default=8001)
+    sim = commands.add_parser(
+        "github-sim",
+        help="the GitHub simulator on its own",
+        description="Serve an empty GitHub simulator: the REST API the issuer reads, a log "
+        "blob host, and the control API under /_sim/ that makes repositories, runs, jobs and "
+        "log lines (docs/simulator.md). For tests and demos only: it has no authentication.",
+    )
+    sim.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 in a container, as compose's "
+        "demo profile runs it)",
+    )
+    sim.add_argument("--port", type=int, default=8001, help="port to listen on (default 8001)")
     sim.set_defaults(handler=_github_sim)
 
     keys = commands.add_parser("keys", help="signing keys")

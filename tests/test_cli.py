@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+from tests.test_operator import seed_keyring
+
 
 def serve_with(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ISSUER_")}
@@ -63,6 +65,7 @@ def test_keys_rotate_publishes_a_next_key_and_retire_removes_it(redis_url: str) 
     import base64
 
     kek = base64.b64encode(os.urandom(32)).decode()
+    seed_keyring(redis_url, kek)
     listed = keys_command(redis_url, kek, "list")
     assert listed.returncode == 0, listed.stderr
     assert "active" in listed.stdout
@@ -82,6 +85,7 @@ def test_keys_retire_of_an_unknown_kid_fails_naming_it(redis_url: str) -> None:
     import base64
 
     kek = base64.b64encode(os.urandom(32)).decode()
+    seed_keyring(redis_url, kek)
     result = keys_command(redis_url, kek, "retire", "no-such-kid")
     assert result.returncode != 0
     assert "no-such-kid" in result.stdout + result.stderr

@@ -29,6 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
     from issuer.builder.app import create_app
     from issuer.builder.config import BuilderConfig
     from issuer.builder.service import BuilderService
+    from issuer.web.logs import configure_json_logging
     from issuer.web.metrics_listener import serve_metrics
     from issuer.web.settings import ConfigError
 
@@ -38,8 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as error:
         _say_error(str(error))
         return EXIT_USAGE
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_json_logging()  # one JSON object a line, as the issuer's
     audit = logging.getLogger("issuer.builder.audit")
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))  # one JSON object per line
@@ -50,7 +50,9 @@ def _serve(args: argparse.Namespace) -> int:
             "BUILDER_ADMIN_TOKEN is unset: the admin API (issuer trust) is off"
         )
     app = create_app(lambda: BuilderService.start(config))
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info")
+    uvicorn.run(
+        app, host=args.host, port=args.port, access_log=False, log_level="info", log_config=None
+    )
     return 0
 
 
@@ -198,9 +200,17 @@ def register(commands: Any) -> None:
     """Add ``builder`` and ``trust`` to the ``issuer`` command's subcommands."""
     builder = commands.add_parser("builder", help="the builder service (the token's relying party)")
     builder_commands = builder.add_subparsers(dest="builder_command", required=True)
-    serve = builder_commands.add_parser("serve", help="run the builder service (BUILDER_* env)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8081)
+    serve = builder_commands.add_parser(
+        "serve",
+        help="run the builder service (BUILDER_* env)",
+        description="Run the builder service, configured by BUILDER_* environment variables "
+        "(README: Builder service; docs/builder.md). Metrics are served on "
+        "BUILDER_METRICS_ADDRESS only.",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    serve.add_argument("--port", type=int, default=8081, help="port to listen on (default 8081)")
     serve.set_defaults(handler=_serve)
 
     trust = commands.add_parser(

@@ -18,7 +18,7 @@ DEFAULT_ALGORITHMS = ("RS256", "ES256")
 BACKENDS = ("buildah",)
 GIB = 1 << 30
 MAX_LEEWAY = 60
-MIN_ADMIN_TOKEN = 16
+MIN_ADMIN_TOKEN = 32  # secrets.token_urlsafe(32) gives 43
 METRICS_ADDRESS: Address = ("127.0.0.1", 9102)
 _REDIS_SCHEMES = {"redis", "rediss", "unix", "redis+sentinel", "redis+cluster", "rediss+cluster"}
 

@@ -61,6 +61,10 @@ class UnknownKey(Exception):
     """No key in the keyring has this kid."""
 
 
+class NoKeys(Exception):
+    """The store holds no keyring yet."""
+
+
 def wrap(kek: bytes, kid: str, private_pem: bytes) -> str:
     nonce = os.urandom(12)
     sealed = AESGCM(kek).encrypt(nonce, private_pem, kid.encode())
@@ -365,9 +369,12 @@ class Keys:
     def signing_key(self) -> SigningKey:
         return self.keyring.active_at(self._clock())
 
-    async def load(self) -> None:
-        """Read the record, creating the first key if there is none."""
+    async def load(self, *, create: bool = True) -> None:
+        """Read the record, creating the first key if there is none (NoKeys without
+        ``create``: an operator's command must not make keys as a side effect)."""
         raw = await self._store.get(KEYRING_KEY)
+        if raw is None and not create:
+            raise NoKeys("the store holds no keyring yet")
         if raw is None:
             now = self._clock()
             first = _Record(1, (_new_entry(self._kek, self.policy, now, now),))

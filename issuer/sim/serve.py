@@ -22,10 +22,14 @@ def serve_sim(sim: GitHubSim, host: str = "127.0.0.1", port: int = 0) -> Backgro
     return server.start()
 
 
-def main_github_sim(port: int) -> None:
+def main_github_sim(port: int, host: str = "127.0.0.1") -> None:
     """`issuer github-sim`: serve an empty simulator in the foreground until Ctrl-C."""
     sim = GitHubSim()
-    server = serve_sim(sim, port=port)
+    server = serve_sim(sim, host=host, port=port)
+    if host in ("0.0.0.0", "::"):  # noqa: S104
+        # 0.0.0.0 is no address to send a client to: log downloads go to the API's own
+        # socket, at whatever name the client reached it by.
+        sim.blob_base_url = None
     print(f"GitHub API:   {server.url_of(0)}{sim.api_prefix}", flush=True)
     print(f"Log blobs:    {server.url_of(1)}", flush=True)
     print(

@@ -79,6 +79,13 @@ def test_each_service_runs_its_issuer_command(name: str, command: list[str]) -> 
     assert service(name)["command"][: len(command)] == command
 
 
+def test_the_demo_simulator_listens_where_the_issuer_can_reach_it() -> None:
+    simulator = service("github-sim")
+    assert simulator["command"][:3] == ["github-sim", "--host", "0.0.0.0"]  # noqa: S104
+    assert simulator["networks"] == ["backend"] and "network_mode" not in simulator
+    assert "ISSUER_GITHUB_API_URL=http://github-sim:8001" in (ROOT / "README.md").read_text()
+
+
 @pytest.mark.parametrize("name", ["redis", "issuer", "builder", "github-sim"])
 def test_every_service_has_a_health_check(name: str) -> None:
     healthcheck = service(name)["healthcheck"]
