@@ -225,7 +225,7 @@ def test_connecting_to_redis_on_the_hosts_loopback(attacker: Attacker, sandboxed
     port = attacker.redis.port
     attempt = attacker.attack(
         sandboxed,
-        f"printf 'PING\\r\\n' | nc -w 2 127.0.0.1 {port} 2>/dev/null | grep -q PONG"
+        f"printf 'PING\\r\\n' | nc -w 10 127.0.0.1 {port} 2>/dev/null | grep -q PONG"
         f" && {REPORT}; true",
     )
     assert attempt.succeeded is not sandboxed, attempt.lines[-3:]
@@ -236,7 +236,7 @@ def test_connecting_to_the_builder_services_own_port(attacker: Attacker, sandbox
     port = attacker.services[sandboxed].port
     attempt = attacker.attack(
         sandboxed,
-        f"printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' | nc -w 2 127.0.0.1 {port} 2>/dev/null"
+        f"printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' | nc -w 10 127.0.0.1 {port} 2>/dev/null"
         f" | grep -q '200 OK' && {REPORT}; true",
     )
     assert attempt.succeeded is not sandboxed, attempt.lines[-3:]
