@@ -142,6 +142,8 @@ def attacker(
                 "BUILDER_MEMORY_LIMIT": str(MEMORY_LIMIT),
                 "BUILDER_PIDS_LIMIT": str(PIDS_LIMIT),
                 "BUILDER_BUILD_TIMEOUT": "60",
+                "BUILDER_MAX_BUILDERS_PER_RUN": "100",  # every attack's token names one run
+                "BUILDER_MAX_BUILDERS_PER_HEAD_REPOSITORY": "100",
             }
             command = ("tests.builder.service_process", *([] if sandboxed else ["--no-sandbox"]))
             services[sandboxed] = BuilderProcess(env, command)
