@@ -3,7 +3,8 @@
 The trusted side (this module, in the builder's own process) unpacks the context, reads the
 Dockerfile's base images and refuses any outside ``BUILDER_REGISTRIES``, pulls them itself
 into the builder's own storage, runs ``buildah bud`` in the sandbox without network (the
-build's steps are the stranger's code), has the sandbox export the image as an OCI layout,
+build's steps are the stranger's code; with the trust relationship's ``egress``, behind the
+walls of :mod:`.egress`), has the sandbox export the image as an OCI layout,
 verifies that layout as untrusted input, writes the OCI archive, and pushes the image where
 the trust relationship says, with credentials the sandbox never sees.
 
@@ -28,8 +29,9 @@ import httpx
 
 from issuer.builder import dockerfile, oci
 from issuer.builder.context import unpack
+from issuer.builder.egress import DNS, EgressError, Uplink, child_pid
 from issuer.builder.push import PushError, PushTarget, RegistryClient
-from issuer.builder.sandbox import Confinement, IdBlock, Limits, Sandbox
+from issuer.builder.sandbox import Confinement, IdBlock, Limits, Network, Sandbox
 
 IMAGE_NAME = "localhost/build:latest"
 MAX_LINE = 16 * 1024
@@ -45,8 +47,13 @@ class ImageSettings:
     insecure_registries: tuple[str, ...] = ()
     limits: Limits = field(default_factory=lambda: Limits(2 << 30, 1024, 10 << 30))
     push: PushTarget | None = None
+    egress: bool = False
+    """The build's steps may reach the internet (the trust relationship's ``egress``)."""
     sandbox: bool = True
     """False only in the attack tests (no setting of the service reaches it)."""
+    egress_rules: bool = True
+    """False only in the egress tests: egress without its nftables rules, and slirp4netns
+    reaching the host's loopback (no setting of the service reaches it)."""
 
 
 @dataclass(frozen=True)
@@ -96,19 +103,22 @@ class ImageBuild:
         self.box = scratch / "box"
         self.etc = scratch / "etc"
         self.archive = scratch / "image.tar"
+        self.resolv = scratch / "resolv.conf"
         self.block = block
         self.settings = settings
         self.confinement = confinement
         self._http = http
         self._process: asyncio.subprocess.Process | None = None
-        self.sandbox = Sandbox(self.box, self.etc, block, confinement, enabled=settings.sandbox)
+        self.sandbox = Sandbox(
+            self.box, self.etc, block, confinement, enabled=settings.sandbox, resolv=self.resolv
+        )
 
     # -- preparing the builder's directory -------------------------------------------------
 
     def prepare(self, context: bytes) -> None:
         """A fresh directory for this build: the context unpacked, owned by the build's ids;
         the generated ``/etc``; nothing of an earlier build. Raises ContextError."""
-        for path in (self.box, self.etc, self.archive):
+        for path in (self.box, self.etc, self.archive, self.resolv):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             elif path.exists() or path.is_symlink():
@@ -136,6 +146,10 @@ class ImageBuild:
         (etc / "passwd").write_text("root:x:0:0:root:/build/home:/bin/sh\n")
         (etc / "group").write_text("root:x:0:\n")
         (etc / "hosts").write_text("127.0.0.1 localhost builder\n")
+        # Empty (as if absent) but there: an egress step's resolv.conf is mounted on it.
+        (etc / "resolv.conf").write_text("")
+        self.resolv.write_text(f"nameserver {DNS}\n")
+        self.resolv.chmod(0o644)
         allowed = [r.lower() for r in self.settings.registries]
         search = '["docker.io"]' if dockerfile.DOCKER_HUB in allowed else "[]"
         lines = [f"unqualified-search-registries = {search}", 'short-name-mode = "permissive"']
@@ -172,19 +186,71 @@ class ImageBuild:
         ]
 
     async def _run(
-        self, argv: list[str], *, network: bool, deadline: float, show: bool
+        self, argv: list[str], *, network: Network, deadline: float, show: bool
     ) -> AsyncIterator[dict[str, Any]]:
         """Run one sandboxed command, streaming its output when ``show``; raises BuildFailed
         when it fails or reaches a limit."""
         environment = self.sandbox.environment() if not self.settings.sandbox else None
-        self._process = process = await asyncio.create_subprocess_exec(
-            *self.sandbox.command(argv, network=network),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=environment or {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-            start_new_session=True,
-        )
+        egress = network == "egress" and self.settings.sandbox
+        info_r, info_w = os.pipe() if egress else (-1, -1)
+        block_r, block_w = os.pipe() if egress else (-1, -1)
+        try:
+            self._process = process = await asyncio.create_subprocess_exec(
+                *self.sandbox.command(
+                    argv,
+                    network=network,
+                    info_fd=info_w if egress else None,
+                    block_fd=block_r if egress else None,
+                ),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=environment or {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                start_new_session=True,
+                pass_fds=(info_w, block_r) if egress else (),
+            )
+        except BaseException:
+            for fd in (info_r, block_w):
+                if fd >= 0:
+                    os.close(fd)
+            raise
+        finally:
+            for fd in (info_w, block_r):
+                if fd >= 0:
+                    os.close(fd)
+        uplink: Uplink | None = None
+        try:
+            if egress:
+                try:
+                    uplink = await Uplink.start(
+                        await child_pid(info_r), rules=self.settings.egress_rules
+                    )
+                except (EgressError, TimeoutError) as problem:
+                    await self._end(process)
+                    raise BuildFailed(
+                        f"the build's network could not be set up: {problem}"
+                    ) from None
+                finally:
+                    os.close(info_r)
+                os.write(block_w, b"1")  # the walls stand: the sandbox may run the command
+            async for line in self._follow(process, argv, deadline, show):
+                yield line
+        finally:
+            await self._end(process)
+            if uplink is not None:
+                await uplink.close()
+            if block_w >= 0:
+                # Only now: bubblewrap runs the command once this closes, written to or not.
+                os.close(block_w)
+
+    async def _end(self, process: asyncio.subprocess.Process) -> None:
+        self.kill()
+        with contextlib.suppress(ProcessLookupError):
+            await process.wait()
+
+    async def _follow(
+        self, process: asyncio.subprocess.Process, argv: list[str], deadline: float, show: bool
+    ) -> AsyncIterator[dict[str, Any]]:
         assert process.stdout is not None
         limit: str | None = None
         watcher = asyncio.create_task(self._watch_disk(deadline))
@@ -215,9 +281,7 @@ class ImageBuild:
             if limit is None:
                 await process.wait()
         finally:
-            self.kill()
-            with contextlib.suppress(ProcessLookupError):
-                await process.wait()
+            await self._end(process)
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 disk_limit = await watcher
@@ -290,11 +354,14 @@ class ImageBuild:
                 if base.registry in self.settings.insecure_registries:
                     pull.append("--tls-verify=false")
                 async for line in self._run(
-                    self._buildah(*pull, str(base)), network=True, deadline=deadline, show=False
+                    self._buildah(*pull, str(base)), network="host", deadline=deadline, show=False
                 ):
                     yield line
             async for line in self._run(
-                self._bud(name, request), network=False, deadline=deadline, show=True
+                self._bud(name, request),
+                network="egress" if self.settings.egress else "none",
+                deadline=deadline,
+                show=True,
             ):
                 yield line
             out = self.sandbox.inside("out")
@@ -307,7 +374,7 @@ class ImageBuild:
                     IMAGE_NAME,
                     f"oci:{out}:latest",
                 ),
-                network=False,
+                network="none",
                 deadline=deadline,
                 show=False,
             ):

@@ -8,7 +8,10 @@ base images, building, exporting the image) goes through the same walls:
   per live builder on this host (held with a lock file), so a build's root is a host id that
   is neither root nor the service's, nor any other builder's.
 - **Namespaces of its own** (bubblewrap): PID, mount, IPC, UTS, cgroup, and network unless
-  the step must pull base images. A new, empty root file system: ``/usr`` read-only (buildah
+  the step must pull base images. A network namespace has only its own loopback, unless the
+  trust relationship allows egress (:mod:`.egress`): then ``unshare --net`` makes it, and
+  the sandbox waits (bubblewrap's ``--block-fd``) until the builder has given it its
+  user-mode network and its rules. A new, empty root file system: ``/usr`` read-only (buildah
   and what it runs), a generated ``/etc`` (no host file), the builder's own directory, fresh
   ``/proc``, ``/dev`` and ``/tmp``; no other file of the host. ``--die-with-parent`` and the
   PID namespace: when the builder stops the command, everything it started is gone.
@@ -34,6 +37,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 BLOCK = 65536
 """Ids mapped into one builder's user namespace (0..65535, as a container expects)."""
@@ -43,6 +47,11 @@ INSIDE = "/build"
 """Where the builder's own directory appears inside the sandbox."""
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _TOP_LEVEL = ("bin", "sbin", "lib", "lib64", "lib32", "libx32")
+
+Network = Literal["host", "none", "egress"]
+"""``host``: the host's network namespace (pulling the operator's base images only);
+``none``: a namespace with only its own loopback; ``egress``: a namespace of its own that
+the builder gives user-mode networking behind its rules (:mod:`.egress`)."""
 
 
 class SandboxError(RuntimeError):
@@ -267,9 +276,12 @@ class Sandbox:
         confinement: Confinement,
         *,
         enabled: bool = True,
+        resolv: Path | None = None,
     ) -> None:
         self.directory = directory
         self.etc = etc
+        self.resolv = resolv
+        """The ``/etc/resolv.conf`` of an egress step (naming slirp4netns's forwarder)."""
         self.block = block
         self.confinement = confinement
         self.enabled = enabled
@@ -299,9 +311,18 @@ class Sandbox:
             "LANG": "C.UTF-8",
         }
 
-    def command(self, argv: Sequence[str], *, network: bool) -> list[str]:
-        """``argv`` wrapped in the sandbox; ``network`` shares the host's network namespace
-        (only for pulling the operator's base images: no code of the build runs then)."""
+    def command(
+        self,
+        argv: Sequence[str],
+        *,
+        network: Network,
+        info_fd: int | None = None,
+        block_fd: int | None = None,
+    ) -> list[str]:
+        """``argv`` wrapped in the sandbox, with the ``network`` it may use (``host`` only for
+        pulling the operator's base images: no code of the build runs then). An ``egress``
+        command needs ``info_fd`` (where bubblewrap writes the sandbox's PID) and
+        ``block_fd`` (what it waits on before running ``argv``)."""
         if not self.enabled:
             return list(argv)
         uid, gid = self.block.uid, self.block.gid
@@ -309,6 +330,7 @@ class Sandbox:
             *self.confinement.launcher(),
             "unshare",
             "--user",
+            *(["--net"] if network == "egress" else []),
             f"--map-users={uid},0,{BLOCK}",
             f"--map-groups={gid},0,{BLOCK}",
             "--setuid=0",
@@ -328,8 +350,14 @@ class Sandbox:
             "--hostname",
             "builder",
         ]
-        if not network:
+        if network == "none":
             wrapped.append("--unshare-net")
+        elif network == "egress":
+            if info_fd is None or block_fd is None or self.resolv is None:
+                raise ValueError("an egress command needs info_fd, block_fd and resolv")
+            # The namespace is unshare's: bubblewrap leaves it alone (no loopback set-up
+            # racing slirp4netns's), reports its first process and waits for the builder.
+            wrapped += ["--info-fd", str(info_fd), "--block-fd", str(block_fd)]
         wrapped += ["--ro-bind", "/usr", "/usr"]
         for name in _TOP_LEVEL:
             host = Path("/") / name
@@ -341,6 +369,7 @@ class Sandbox:
             "--ro-bind",
             str(self.etc),
             "/etc",
+            *(["--ro-bind", str(self.resolv), "/etc/resolv.conf"] if network == "egress" else []),
             "--proc",
             "/proc",
             "--dev",
