@@ -35,6 +35,8 @@ class BuilderSpec:
     """The registry repository the relationship lets this builder's images go to."""
     push_tag: str | None = None
     """The tag, made from the token's claims (never the build's choice)."""
+    egress: bool = False
+    """The build's steps may reach the internet (never the builder host's networks)."""
 
 
 @dataclass(frozen=True)

@@ -218,6 +218,7 @@ class Exchange:
             self._build_timeout,
             push=relationship.push,
             push_tag=push_tag,
+            egress=relationship.egress,
         )
         try:
             builder = await self.backend.start(spec)

@@ -177,7 +177,9 @@ class BuilderProcesses:
                 "disk": images.limits.disk,
             },
             "push": push,
+            "egress": spec.egress,
             "sandbox": images.sandbox,
+            "egress_rules": images.egress_rules,
         }
 
     async def _wait_ready(self, process: asyncio.subprocess.Process) -> None:

@@ -87,7 +87,9 @@ class WorkerSettings:
                 insecure_registries=tuple(images["insecure_registries"]),
                 limits=Limits(int(limits["memory"]), int(limits["pids"]), int(limits["disk"])),
                 push=None if push is None else PushTarget(**push),
+                egress=images.get("egress") is True,
                 sandbox=bool(images["sandbox"]),
+                egress_rules=images.get("egress_rules") is not False,
             ),
         )
 
