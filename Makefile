@@ -1,15 +1,15 @@
 # The two commands of the README's quick start: `make demo` and `make test`.
 # Each does its own set-up on a fresh machine: the virtualenv, the package, Debian's packages
-# the builders need (buildah, bubblewrap, uidmap, docker-registry, busybox-static), subordinate
-# ids for the builders' sandboxes, and (for the tests) Debian's redis-server, which the test
-# fixtures start on free loopback ports.
+# the builders need (buildah, bubblewrap, uidmap, slirp4netns, nftables, docker-registry,
+# busybox-static), subordinate ids for the builders' sandboxes, and (for the tests) Debian's
+# redis-server, which the test fixtures start on free loopback ports.
 
 PYTHON := $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-BUILDER_PACKAGES := buildah bubblewrap uidmap docker-registry busybox-static
+BUILDER_PACKAGES := buildah bubblewrap uidmap slirp4netns nftables docker-registry busybox-static
 # Each live builder maps 65,536 ids of its own user namespace to a block of these.
 SUBIDS := 1000000000-1016777215
 ME := $(shell id -un)
