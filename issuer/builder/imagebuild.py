@@ -232,7 +232,9 @@ class ImageBuild:
                     ) from None
                 finally:
                     os.close(info_r)
-                os.write(block_w, b"1")  # the walls stand: the sandbox may run the command
+                # The walls stand: the sandbox may run the command (if it has not ended).
+                with contextlib.suppress(BrokenPipeError):
+                    os.write(block_w, b"1")
             async for line in self._follow(process, argv, deadline, show):
                 yield line
         finally:
