@@ -26,9 +26,11 @@ import re
 import secrets
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -432,6 +434,68 @@ def test_slirp4netns_ends_with_the_step(builds: Builds) -> None:
     step = builds.step("cat /proc/net/route", before_delete=look)
     assert re.search(r"^tap0\s+00000000\s", step.output, re.MULTILINE), step.output
     assert left == []
+
+
+class FakeResolver:
+    """A DNS server on ``address``:53 that answers every A query with ``answer``."""
+
+    def __init__(self, address: str, answer: str) -> None:
+        self.answer = ipaddress.IPv4Address(answer).packed
+        self.queries = 0
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind((address, 53))
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                query, client = self._sock.recvfrom(512)
+            except OSError:
+                return
+            end = 12
+            while end < len(query) and query[end]:
+                end += query[end] + 1
+            question = query[12 : end + 5]
+            answer = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + self.answer
+            header = query[:2] + b"\x81\x80" + struct.pack(">HHHH", 1, 1, 0, 0)
+            self.queries += 1
+            self._sock.sendto(header + question + answer, client)
+
+    def stop(self) -> None:
+        self._sock.close()
+        self._thread.join(timeout=5)
+
+
+def test_names_resolve_through_slirp4netns_and_the_hosts_resolver(tmp_path: Path) -> None:
+    # The step's namespace, uplink and rules as a build gets them, with slirp4netns reading
+    # a resolv.conf (in a mount namespace of its own) that names a resolver on this machine.
+    address = host_address()
+    if os.geteuid() != 0 or address is None or shutil.which("busybox") is None:
+        pytest.skip("needs root, a non-loopback IPv4 address and busybox (busybox-static)")
+    try:
+        resolver = FakeResolver(address, "198.18.0.99")
+    except OSError as problem:
+        pytest.skip(f"no test resolver on {address}:53: {problem}")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(f"nameserver {address}\n")
+    try:
+        probed = subprocess.run(
+            [
+                *("unshare", "--mount", "--propagation", "private", "sh", "-c"),
+                'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"',
+                *("sh", str(resolv), sys.executable, "-m", "tests.builder.egress_probe"),
+                *("busybox", "nslookup", "build-deps.example", DNS),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        resolver.stop()
+    assert "198.18.0.99" in probed.stdout, (probed.stdout, probed.stderr)
+    assert resolver.queries > 0
 
 
 def test_the_rules_reject_the_hosts_own_addresses_and_networks() -> None:
