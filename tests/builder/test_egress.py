@@ -13,7 +13,9 @@ There is no internet here: a **fake internet** stands in for it, a network names
 machine behind a veth pair, holding 198.18.N.2 (198.18.0.0/15 is for benchmarks, not
 private) and 169.254.169.254 (where clouds serve their metadata), with the host's routes to
 both through the veth; it is made and removed by a fixture (root and iproute2 needed, else
-those tests are skipped). Nothing leaves the machine.
+those tests are skipped). DNS is checked with the builder's uplink and rules around a
+namespace of the test's own, slirp4netns reading a resolv.conf that names a resolver on this
+machine. Nothing leaves the machine.
 """
 
 from __future__ import annotations
