@@ -1,22 +1,26 @@
 """Egress: the network a build's steps get when its trust relationship says ``egress: true``.
 
-The steps keep a network namespace of their own (made by ``unshare --net`` in front of
-bubblewrap, see :mod:`.sandbox`); the trusted side gives it user-mode networking and walls,
-before the first instruction of the build runs (bubblewrap waits on ``--block-fd``):
+The steps keep a network namespace of their own, made by the service (root) with
+``unshare --net`` before the sandbox's user namespace (see :mod:`.sandbox`): it belongs to
+the host's user namespace, so no capability inside the sandbox, not even those buildah holds
+there, can change its rules, routes or interface. The trusted side gives it user-mode
+networking and walls before the first instruction of the build runs (bubblewrap waits on
+``--block-fd``):
 
 - **slirp4netns** (``--configure --mtu=65520 --disable-host-loopback``, in its own sandbox
-  and seccomp filter) attached by PID: a ``tap0`` with 10.0.2.100/24, a default route via
-  10.0.2.2, and a DNS forwarder at 10.0.2.3 (the sandbox's ``/etc/resolv.conf`` names it).
+  and seccomp filter) attached by ``/proc/PID/ns/net``: a ``tap0`` with 10.0.2.100/24, a
+  default route via 10.0.2.2, and a DNS forwarder at 10.0.2.3 (the sandbox's
+  ``/etc/resolv.conf`` names it).
   Its connections are the builder host's own sockets: without walls they would reach
   whatever the host reaches. It ends with the command (its ``--exit-fd`` is closed; killed
   if it lingers) or with the builder's process.
-- **nftables rules inside that namespace** (:func:`ruleset`), loaded as the namespace's owner
-  by ``nsenter ... nft -f -``: every packet leaving by ``tap0`` to the loopback, link-local
+- **nftables rules inside that namespace** (:func:`ruleset`), loaded by
+  ``nsenter --net=... nft -f -``: every packet leaving by ``tap0`` to the loopback, link-local
   (cloud metadata), private, shared (100.64/10), multicast or reserved ranges, or to any
   address of the builder host or a network it is on, is rejected; DNS to 10.0.2.3 only is
-  let through; IPv6 is rejected whole (slirp4netns is started without it). The build's
-  steps run with buildah's default capabilities, without ``CAP_NET_ADMIN``: they cannot
-  change the rules, the routes or the interface.
+  let through; IPv6 is rejected whole (slirp4netns is started without it).
+
+Egress needs the service to run as root (it makes the namespace and joins it).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable
@@ -107,6 +112,21 @@ table inet egress {{
 """
 
 
+def check_host() -> None:
+    """Raises EgressError unless this host can give a build egress: the service runs as root
+    (it makes the namespace and joins it) and has the programs it runs."""
+    if os.geteuid() != 0:
+        raise EgressError("egress needs the builder service to run as root")
+    for tool, package in (
+        ("slirp4netns", "slirp4netns"),
+        ("nft", "nftables"),
+        ("nsenter", "util-linux"),
+        ("ip", "iproute2"),
+    ):
+        if shutil.which(tool) is None:
+            raise EgressError(f"{tool} is not installed (Debian: {package})")
+
+
 def _read_all(fd: int) -> bytes:
     data = b""
     while chunk := os.read(fd, 4096):
@@ -136,6 +156,7 @@ class Uplink:
     @classmethod
     async def start(cls, pid: int, *, rules: bool = True) -> Uplink:
         """Give the network namespace of process ``pid`` its ``tap0``, then its rules.
+        Raises EgressError.
         ``rules=False`` exists for the egress tests only: no nftables rules, and slirp4netns
         lets the namespace reach the host's loopback at 10.0.2.2."""
         namespaces = f"/proc/{pid}"
@@ -147,7 +168,7 @@ class Uplink:
             f"--mtu={MTU}",
             "--enable-sandbox",
             "--enable-seccomp",
-            f"--userns-path={namespaces}/ns/user",
+            "--netns-type=path",
             f"--ready-fd={ready_w}",
             f"--exit-fd={exit_r}",
         ]
@@ -157,7 +178,7 @@ class Uplink:
         try:
             process = await asyncio.create_subprocess_exec(
                 *arguments,
-                str(pid),
+                f"{namespaces}/ns/net",
                 TAP,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
@@ -211,11 +232,10 @@ class Uplink:
 
 
 async def _load_rules(namespaces: str, rules: str) -> None:
-    """Load ``rules`` in the network namespace, as the owner of its user namespace."""
+    """Load ``rules`` in the network namespace."""
     try:
         nft = await asyncio.create_subprocess_exec(
             "nsenter",
-            f"--user={namespaces}/ns/user",
             f"--net={namespaces}/ns/net",
             "nft",
             "-f",

@@ -29,7 +29,7 @@ import httpx
 
 from issuer.builder import dockerfile, oci
 from issuer.builder.context import unpack
-from issuer.builder.egress import DNS, EgressError, Uplink, child_pid
+from issuer.builder.egress import DNS, EgressError, Uplink, check_host, child_pid
 from issuer.builder.push import PushError, PushTarget, RegistryClient
 from issuer.builder.sandbox import Confinement, IdBlock, Limits, Network, Sandbox
 
@@ -192,6 +192,11 @@ class ImageBuild:
         when it fails or reaches a limit."""
         environment = self.sandbox.environment() if not self.settings.sandbox else None
         egress = network == "egress" and self.settings.sandbox
+        if egress:
+            try:
+                check_host()
+            except EgressError as problem:
+                raise BuildFailed(f"the build's network could not be set up: {problem}") from None
         info_r, info_w = os.pipe() if egress else (-1, -1)
         block_r, block_w = os.pipe() if egress else (-1, -1)
         try:

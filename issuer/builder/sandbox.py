@@ -9,9 +9,10 @@ base images, building, exporting the image) goes through the same walls:
   is neither root nor the service's, nor any other builder's.
 - **Namespaces of its own** (bubblewrap): PID, mount, IPC, UTS, cgroup, and network unless
   the step must pull base images. A network namespace has only its own loopback, unless the
-  trust relationship allows egress (:mod:`.egress`): then ``unshare --net`` makes it, and
-  the sandbox waits (bubblewrap's ``--block-fd``) until the builder has given it its
-  user-mode network and its rules. A new, empty root file system: ``/usr`` read-only (buildah
+  trust relationship allows egress (:mod:`.egress`): then ``unshare --net`` makes it before
+  the user namespace (so that it is not the sandbox's to change), and the sandbox waits
+  (bubblewrap's ``--block-fd``) until the builder has given it its user-mode network and
+  its rules. A new, empty root file system: ``/usr`` read-only (buildah
   and what it runs), a generated ``/etc`` (no host file), the builder's own directory, fresh
   ``/proc``, ``/dev`` and ``/tmp``; no other file of the host. ``--die-with-parent`` and the
   PID namespace: when the builder stops the command, everything it started is gone.
@@ -326,11 +327,15 @@ class Sandbox:
         if not self.enabled:
             return list(argv)
         uid, gid = self.block.uid, self.block.gid
+        # An egress namespace is made before the user namespace, by the service (root): it
+        # belongs to the host's user namespace, so no capability of the sandbox's (not even
+        # buildah's) reaches its rules, routes or interface.
+        outside = ["unshare", "--net", "--"] if network == "egress" else []
         wrapped = [
             *self.confinement.launcher(),
+            *outside,
             "unshare",
             "--user",
-            *(["--net"] if network == "egress" else []),
             f"--map-users={uid},0,{BLOCK}",
             f"--map-groups={gid},0,{BLOCK}",
             "--setuid=0",
@@ -355,8 +360,8 @@ class Sandbox:
         elif network == "egress":
             if info_fd is None or block_fd is None or self.resolv is None:
                 raise ValueError("an egress command needs info_fd, block_fd and resolv")
-            # The namespace is unshare's: bubblewrap leaves it alone (no loopback set-up
-            # racing slirp4netns's), reports its first process and waits for the builder.
+            # The namespace is the one made above: bubblewrap leaves it alone (no loopback
+            # set-up racing slirp4netns's), reports its first process, waits for the builder.
             wrapped += ["--info-fd", str(info_fd), "--block-fd", str(block_fd)]
         wrapped += ["--ro-bind", "/usr", "/usr"]
         for name in _TOP_LEVEL:

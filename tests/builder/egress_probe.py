@@ -13,7 +13,7 @@ from issuer.builder.egress import Uplink
 
 async def probe(command: list[str]) -> str:
     holder = await asyncio.create_subprocess_exec(
-        *("unshare", "--user", "--net", "--map-root-user", "sh", "-c"),
+        *("unshare", "--net", "sh", "-c"),
         "echo ready && exec sleep 120",
         stdout=asyncio.subprocess.PIPE,
     )
@@ -24,7 +24,7 @@ async def probe(command: list[str]) -> str:
         try:
             namespaces = f"/proc/{holder.pid}/ns"
             run = await asyncio.create_subprocess_exec(
-                *("nsenter", f"--user={namespaces}/user", f"--net={namespaces}/net", "--"),
+                *("nsenter", f"--net={namespaces}/net", "--"),
                 *command,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,

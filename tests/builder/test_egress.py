@@ -376,8 +376,8 @@ def test_a_step_has_no_net_admin_capability(builds: Builds) -> None:
 
 
 def test_a_step_cannot_trace_the_processes_that_hold_net_admin(builds: Builds) -> None:
-    # buildah and its chroot runtime keep every capability of the builder's user namespace,
-    # the namespace that owns the rules; a step could change the rules through them.
+    # buildah and its chroot runtime keep every capability of the sandbox's user namespace
+    # (not of the network namespace's owner); a step must not borrow them.
     step = builds.step(
         "head -c 1 /proc/self/maps > /dev/null && echo maps-are-readable;"
         " for p in /proc/[0-9]*; do grep -q '^CapEff:.*1ffffffffff$' $p/status 2>/dev/null"
@@ -498,6 +498,29 @@ def test_names_resolve_through_slirp4netns_and_the_hosts_resolver(tmp_path: Path
         resolver.stop()
     assert "198.18.0.99" in probed.stdout, (probed.stdout, probed.stderr)
     assert resolver.queries > 0
+
+
+def test_not_even_root_of_the_sandboxs_user_namespace_can_change_the_rules() -> None:
+    # As buildah in the sandbox: root of a user namespace of its own, every capability there,
+    # in the build's network namespace, which belongs to the host's user namespace.
+    if os.geteuid() != 0:
+        pytest.skip("egress needs root")
+    probed = subprocess.run(
+        [
+            *(sys.executable, "-m", "tests.builder.egress_probe", "sh", "-c"),
+            "unshare --user --map-root-user sh -c 'grep ^CapEff /proc/self/status;"
+            " nft flush ruleset; ip route del default; ip link set tap0 down' 2>&1;"
+            " echo now:; nft list chain inet egress output; ip route show default",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    before, _, after = probed.stdout.partition("now:")
+    assert "CapEff:\t000001ffffffffff" in before, probed
+    assert before.count("Operation not permitted") == 3, before
+    assert "ip daddr @blocked reject" in after and "default via 10.0.2.2 dev tap0" in after
 
 
 def test_the_rules_reject_the_hosts_own_addresses_and_networks() -> None:
