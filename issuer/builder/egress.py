@@ -36,6 +36,8 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from issuer.builder.sandbox import SAFE_PATH
+
 DNS = "10.0.2.3"
 """slirp4netns's DNS forwarder: the only address of its network the build may reach."""
 TAP = "tap0"
@@ -55,6 +57,8 @@ BLOCKED = tuple(
     )
 )
 """Destinations never reached by egress, beside the builder host's own networks."""
+_ENVIRONMENT = {"PATH": SAFE_PATH, "LANG": "C.UTF-8"}
+"""Of the programs run here: found on the system's own path, whatever the service's is."""
 _SETUP_SECONDS = 20.0
 _EXIT_GRACE = 2.0
 
@@ -71,6 +75,7 @@ def host_networks() -> list[ipaddress.IPv4Interface]:
             capture_output=True,
             check=True,
             timeout=10,
+            env=_ENVIRONMENT,
         )
         interfaces = json.loads(listed.stdout)
     except (OSError, subprocess.SubprocessError, ValueError) as problem:
@@ -123,7 +128,7 @@ def check_host() -> None:
         ("nsenter", "util-linux"),
         ("ip", "iproute2"),
     ):
-        if shutil.which(tool) is None:
+        if shutil.which(tool, path=SAFE_PATH) is None:
             raise EgressError(f"{tool} is not installed (Debian: {package})")
 
 
@@ -185,6 +190,7 @@ class Uplink:
                 stderr=log,
                 pass_fds=(ready_w, exit_r),
                 start_new_session=True,
+                env=_ENVIRONMENT,
             )
         except OSError as problem:
             os.close(ready_r)
@@ -243,6 +249,7 @@ async def _load_rules(namespaces: str, rules: str) -> None:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            env=_ENVIRONMENT,
         )
     except OSError as problem:
         raise EgressError(f"the egress rules cannot be loaded: {problem}") from None
