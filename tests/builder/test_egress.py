@@ -211,6 +211,8 @@ def builds(
                 Path(tempfile.mkdtemp(prefix="scratch-", dir=scratch_base)),
                 {"backend_factory": backend_with(rules)},
                 registry=image_registry,
+                max_builders_per_run=100,  # every step's token names one run
+                max_builders_per_head_repository=100,
             )
         for project, egress in ((PROJECT, True), (NO_EGRESS, False)):
             added = httpx.post(
