@@ -37,6 +37,7 @@ from issuer.builder.backend import (
 )
 from issuer.builder.imagebuild import ImageSettings
 from issuer.builder.push import PushTarget, credentials_for
+from issuer.builder.sandbox import discard_cgroups
 from issuer.builder.worker import EXIT_EXPIRED, EXIT_RELEASED
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,7 @@ class BuilderProcesses:
             running.stop_reason = running.stop_reason or STOP_EXPIRED
             await self._stop_process(process)
         code = process.returncode
+        await asyncio.to_thread(discard_cgroups, running.spec.id)
         shutil.rmtree(running.scratch, ignore_errors=True)
         self._running.pop(running.spec.id, None)
         reason = running.stop_reason or {

@@ -35,6 +35,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,8 @@ BLOCK = 65536
 """Ids mapped into one builder's user namespace (0..65535, as a container expects)."""
 
 CONFINE = str(Path(__file__).with_name("confine.py"))
+AS_FLOOR = 4 << 30
+"""The least RLIMIT_AS a sandboxed command gets when memory has no cgroup."""
 INSIDE = "/build"
 """Where the builder's own directory appears inside the sandbox."""
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -218,8 +221,10 @@ class Confinement:
             "fsize": self.limits.disk,
             "core": 0,
         }
-        if not self.groups:  # no memory cgroup: bound each process's address space instead
-            rlimits["as"] = self.limits.memory
+        if not self.groups:
+            # No memory cgroup: bound each process's address space instead, never below what
+            # buildah's Go runtime reserves at start (it fails under 1 GiB).
+            rlimits["as"] = max(self.limits.memory, AS_FLOOR)
         for name, value in rlimits.items():
             prefix += ["--rlimit", f"{name}={value}"]
         return [*prefix, "--"]
@@ -259,11 +264,36 @@ class Confinement:
                         os.kill(int(pid), signal.SIGKILL)
 
     def remove(self) -> None:
+        """Kill what is left in the builder's cgroups and remove them (a cgroup cannot be
+        removed until its last process has gone: wait up to a second for that)."""
         self.kill_all()
         for group in self.groups:
-            with contextlib.suppress(OSError):
-                group.rmdir()
+            for _ in range(50):
+                try:
+                    group.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
         self.groups = []
+
+
+def discard_cgroups(name: str, cgroup_root: Path = Path("/sys/fs/cgroup")) -> None:
+    """Remove a builder's cgroups, killing what is left in them, whoever made them: the
+    service calls this once a builder's process has ended, however it ended (a builder
+    killed outright could not clean up after itself)."""
+    confinement = Confinement.__new__(Confinement)
+    confinement.groups = [
+        group
+        for group in (
+            cgroup_root / "issuer-builders" / name,
+            cgroup_root / "memory" / "issuer-builders" / name,
+            cgroup_root / "pids" / "issuer-builders" / name,
+        )
+        if group.is_dir()
+    ]
+    confinement.remove()
 
 
 class Sandbox:

@@ -483,3 +483,33 @@ async def test_a_builder_that_cannot_reach_its_service_refuses_to_build(tmp_path
         assert response.json()["error_description"] == errors.INTROSPECTION_FAILED.description
     finally:
         await backend.close()
+
+
+def builder_cgroups(builder_id: str) -> list[Path]:
+    root = Path("/sys/fs/cgroup")
+    candidates = [
+        root / "issuer-builders" / builder_id,
+        root / "memory" / "issuer-builders" / builder_id,
+        root / "pids" / "issuer-builders" / builder_id,
+    ]
+    return [group for group in candidates if group.is_dir()]
+
+
+def test_a_released_builders_cgroups_are_gone(granted: Granted) -> None:
+    if not builder_cgroups(granted.id):
+        pytest.skip("this host gives builders no cgroup (rlimits only)")
+    assert granted.delete().status_code == 200
+    assert wait_until(lambda: port_closed(granted.endpoint))
+    assert wait_until(lambda: not builder_cgroups(granted.id))
+
+
+def test_a_builder_killed_outright_leaves_no_cgroup_and_no_process(
+    granted: Granted, builder_service: RunningService
+) -> None:
+    if not builder_cgroups(granted.id):
+        pytest.skip("this host gives builders no cgroup (rlimits only)")
+    backend = builder_service.service.backend
+    os.kill(backend._running[granted.id].process.pid, 9)  # type: ignore[attr-defined]
+    assert wait_until(lambda: granted.id not in backend.running())  # type: ignore[attr-defined]
+    assert not builder_cgroups(granted.id)
+    assert not granted.scratch.exists()
