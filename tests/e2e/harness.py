@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import prometheus_client
 
+from issuer.oidc.abuse import AbuseConfig
 from issuer.oidc.app import create_app
 from issuer.oidc.config import IssuerConfig
 from issuer.oidc.service import IssuerService
@@ -90,14 +91,18 @@ def base_config(github_url: str, issuer_url: str) -> IssuerConfig:
 
 @contextmanager
 def issuer_in_thread(
-    github_url: str, *, store: Store | None = None, **overrides: object
+    github_url: str,
+    *,
+    store: Store | None = None,
+    abuse: AbuseConfig | None = None,
+    **overrides: object,
 ) -> Iterator[tuple[str, IssuerConfig]]:
     """An issuer served on a real socket in this process; yields its URL and config."""
     sock = bound_socket()
     url = "http://{}:{}".format(*sock.getsockname()[:2])
     config = replace(base_config(github_url, url), **overrides)  # type: ignore[arg-type]
     the_store = store or MemoryStore()
-    app = create_app(lambda: IssuerService.start(config, store=the_store))
+    app = create_app(lambda: IssuerService.start(config, store=the_store), abuse=abuse)
     with BackgroundServer(app, [sock]):
         yield url, config
 
