@@ -44,11 +44,18 @@ class ForkRun:
             self.sim.start_job(job)
         return job
 
+    def client_step(self, job: SimJob, *lines: str, script: str = "issuer token claim") -> None:
+        """The client's step: its header (a `run:` of ``script``), two seconds of the runner's
+        time (the issuer counts no line of a step's first second), then ``lines``."""
+        self.sim.start_step(job, "Fork OIDC", script=script)
+        self.sim.elapse(job, 2.0)
+        for line in lines:
+            self.sim.print_line(job, line)
+        self.sim.finish_step(job)
+
     def print_and_finish(self, job: SimJob, line: str) -> None:
         """A job whose only step prints ``line``, then ends (the two-job pattern's first job)."""
-        self.sim.start_step(job, "Claim", script="issuer token claim")
-        self.sim.print_line(job, line)
-        self.sim.finish_step(job)
+        self.client_step(job, line)
         self.sim.finish_job(job)
 
     def claim_body(self, **overrides: object) -> dict[str, object]:

@@ -179,10 +179,7 @@ def test_a_malformed_relay_slot_in_a_claim_is_400(
 
 def _print_in_a_finished_job(pr: ForkRun, name: str, *lines: str) -> None:
     job = pr.job(name)
-    pr.sim.start_step(job, "Relay")
-    for line in lines:
-        pr.sim.print_line(job, line)
-    pr.sim.finish_step(job)
+    pr.client_step(job, *lines, script=f"issuer token relay --slot {SLOT}")
     pr.sim.finish_job(job)
 
 

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from issuer.github.channels import ANNOTATION, Sighting
+from issuer.github.channels import LOG, Sighting
 from issuer.github.errors import GitHubUnavailable
 from issuer.github.facts import JobFacts, PullRequestFacts, RepoFacts, RunFacts
 from issuer.oidc.runs import Memo, RunKey
@@ -49,7 +49,7 @@ class ScriptedReader:
 
     async def look(self, key: RunKey, memo: Memo, **_: Any) -> Look:
         found = {
-            code: Sighting(job, f"job {job}", ANNOTATION, "GitHub Actions")
+            code: Sighting(job, f"job {job}", LOG, "GitHub Actions")
             for job, code in enumerate(self.printed, start=1)
         }
         jobs = [JobFacts(s.job_id, s.job_name, "in_progress", 1, None) for s in found.values()]
