@@ -320,7 +320,6 @@ class RunWatches:
                         now=now,
                         failures=failures,
                         recent=recent,
-                        wanted=frozenset(pending - memo.sighted_codes),
                     )
                     if outcome.rest:
                         failures += 1
@@ -370,9 +369,12 @@ class RunWatches:
         now: float,
         failures: int,
         recent: _RecentRun,
-        wanted: frozenset[str] = frozenset(),
     ) -> _Outcome:
         """One look, and what it means for the next."""
+
+        async def wanted() -> frozenset[str]:
+            return frozenset(await state.pending_codes() - memo.sighted_codes)
+
         try:
             known = recent.run if now - recent.read_at < self.pacing.run_refresh else None
             look = await self._reader.look(

@@ -3,8 +3,9 @@ it shown? The run's facts come from GitHub's answer alone, never from a claim.
 
 A look reads only what can have changed since the last one (kept in a :class:`Memo`):
 - a completed job's log once (unless the live channel already showed a code in it),
-  scanned for the codes of the claims pending then (a code printed by a completed job was
-  handed out, so registered, before it was printed);
+  scanned for the codes of the claims pending once the jobs were listed: a code a completed
+  job printed was handed out, so registered, before it was printed, so before the listing
+  that shows the job completed;
 - with the optional live channel (GitHub's web UI), running jobs' live logs while an
   exchange waits: no REST budget, but unofficial.
 
@@ -15,6 +16,7 @@ no sooner than its log, and cannot be tied to the step that made them.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from issuer.github.channels import LogChannel, LogState, Sighting
@@ -23,6 +25,8 @@ from issuer.github.errors import GitHubNotFound, GitHubUnavailable
 from issuer.github.facts import JobFacts, MalformedAnswer, RunFacts
 from issuer.github.live import LiveLogChannel
 from issuer.oidc.runs import Memo, RunKey
+
+WantedCodes = Callable[[], Awaitable[frozenset[str]]]
 
 
 class RunRejected(Exception):
@@ -55,11 +59,12 @@ class RunReader:
         *,
         waiting: bool,
         now: float,
-        wanted: frozenset[str] = frozenset(),
+        wanted: WantedCodes | None = None,
         known_run: RunFacts | None = None,
     ) -> Look:
-        """Read the run and whatever of it may show new codes among ``wanted`` (the codes of
-        the run's pending claims not seen yet); ``memo`` is updated in place.
+        """Read the run and whatever of it may show new codes among ``wanted()`` (the codes
+        of the run's pending claims not seen yet, asked for after the jobs are listed);
+        ``memo`` is updated in place.
 
         With ``known_run`` (a recent read of this very attempt) the run is not read again:
         what a token says of it does not change within an attempt, and its jobs tell the rest.
@@ -83,9 +88,9 @@ class RunReader:
             if isinstance(read_jobs, BaseException):
                 raise read_jobs
             run, jobs = read_run, read_jobs
-        reads = [
-            self._read_log(key.repository, job, memo, wanted) for job in self._logs_due(jobs, memo)
-        ]
+        due = self._logs_due(jobs, memo)
+        codes = await wanted() if due and wanted is not None else frozenset()
+        reads = [self._read_log(key.repository, job, memo, codes) for job in due]
         if self._live is not None and waiting:
             reads += [
                 self._read_live(key, job, memo) for job in jobs if job.status == "in_progress"
