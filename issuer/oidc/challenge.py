@@ -17,19 +17,23 @@ the runner writes around a step and what the jobs API says of it (docs/threat-mo
 A code counts (:class:`LogScan`) only on a line that is exactly the runner's
 ``##[notice]fork-oidc-challenge CODE`` (no colour, never the bare payload or the script's
 echo), written at least a second after its step began and before it ended, after that
-step's header, which must name the client (a script line that runs ``issuer token``, or the
-action input ``issuer-url:`` set to this issuer), with no other step's header in between,
-and with no later line of the log stamped earlier (a forged timestamp).
+step's header (the first header group written around the step's start that no earlier step
+took), which must name the client (a script line that runs ``issuer token``, or the action
+input ``issuer-url:`` set to this issuer), with no other step's header in between, and with
+no later line of the log stamped earlier (a forged timestamp).
 """
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+from issuer.github.facts import JobFacts
 
 PAYLOAD_PREFIX = "fork-oidc-challenge "
 NOTICE = "##[notice]"
@@ -97,13 +101,24 @@ def header_names_client(lines: Sequence[str], issuer_url: str | None) -> bool:
     return False
 
 
+# The runner's own steps: they write no `##[group]Run ` header of their own.
+RUNNER_STEPS = frozenset({"Set up job", "Complete job", "Initialize containers", "Stop containers"})
+
+
 @dataclass(frozen=True)
 class StepWindow:
-    """A step as the jobs API shows it: its number and whole-second start and end."""
+    """A step as the jobs API shows it: its number, whole-second start and end, and name."""
 
     number: int
     started_at: int
     completed_at: int
+    name: str = ""
+
+    @property
+    def has_header(self) -> bool:
+        """Whether the runner begins the step with a header group: every step of the
+        workflow's own, not the runner's set-up and clean-up, nor an action's post step."""
+        return self.name not in RUNNER_STEPS and not self.name.startswith("Post ")
 
 
 @dataclass
@@ -141,6 +156,23 @@ class LogScan:
     _candidates: list[_Candidate] = field(default_factory=list)
     _latest: float = float("-inf")  # the latest candidate's time
     _seconds: dict[str, int] = field(default_factory=dict)
+    _starts: list[int] = field(default_factory=list)  # of ``steps``, in order
+
+    @classmethod
+    def of_job(cls, job: JobFacts, wanted: frozenset[str], issuer_url: str | None) -> LogScan:
+        """The scan of ``job``'s log, with its steps as the jobs API shows them."""
+        steps = [StepWindow(s.number, s.started_at, s.completed_at, s.name) for s in job.steps]
+        return cls(wanted, steps, issuer_url)
+
+    def __post_init__(self) -> None:
+        self.steps = sorted(self.steps, key=lambda step: (step.started_at, step.number))
+        self._starts = [step.started_at for step in self.steps]
+
+    def _steps_started(self, after: float, until: float) -> Sequence[StepWindow]:
+        """The steps that began in (after, until]: a few, however many headers a log forges."""
+        return self.steps[
+            bisect.bisect_right(self._starts, after) : bisect.bisect_right(self._starts, until)
+        ]
 
     def feed(self, data: bytes) -> None:
         text = self._partial + self._decoder.decode(data)
@@ -225,14 +257,17 @@ class LogScan:
         self._group = None
         if not header.names_client:
             self._last_foreign = position
-        for step in self.steps:
-            # The header a step begins with: the last one written around its start.
-            if step.started_at - START_MARGIN <= time < step.started_at + START_MARGIN:
+        # The header a step begins with: the first one written around its start that no
+        # earlier step took. Steps begin in order, each with its header before any of its
+        # output, so a header forged by a step's output comes after that step's own.
+        for step in self._steps_started(time - START_MARGIN, time + START_MARGIN):
+            if step.has_header and step.number not in self._step_headers:
                 self._step_headers[step.number] = header
+                return  # one header begins one step
 
     def _printed_by_client(self, time: float) -> bool:
-        for step in self.steps:
-            if not step.started_at + START_MARGIN <= time < step.completed_at + END_MARGIN:
+        for step in self._steps_started(float("-inf"), time - START_MARGIN):
+            if time >= step.completed_at + END_MARGIN:
                 continue
             header = self._step_headers.get(step.number)
             if header is not None and header.names_client and header.position > self._last_foreign:

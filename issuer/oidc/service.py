@@ -14,7 +14,7 @@ from issuer.github.client import GitHubClient
 from issuer.github.facts import JobFacts, PullRequestFacts, RunFacts
 from issuer.github.live import LiveLogChannel
 from issuer.github.pulls import find_pull_request
-from issuer.oidc.challenge import LogScan, StepWindow
+from issuer.oidc.challenge import LogScan
 from issuer.oidc.claims import RETENTION, ClaimService
 from issuer.oidc.config import IssuerConfig
 from issuer.oidc.discovery import Published, publish
@@ -57,8 +57,7 @@ class IssuerService:
         self._published_from = keys.keyring
 
         def scan(job: JobFacts, wanted: frozenset[str]) -> Scan:
-            steps = [StepWindow(s.number, s.started_at, s.completed_at) for s in job.steps]
-            return LogScan(wanted, steps, config.issuer_url)
+            return LogScan.of_job(job, wanted, config.issuer_url)
 
         reader = RunReader(github, logs=LogChannel(github, scan), live=live)
 

@@ -7,7 +7,7 @@ import threading
 
 from issuer.github.channels import LogChannel, LogState
 from issuer.github.facts import JobFacts, StepFacts
-from issuer.oidc.challenge import LogScan, StepWindow, challenge_line, new_code
+from issuer.oidc.challenge import LogScan, challenge_line, new_code
 from issuer.sim import GitHubSim, SimJob, SimRun
 from tests.github.conftest import MakeClient
 from tests.github.support import UPSTREAM
@@ -20,8 +20,7 @@ class RecordingScan:
     """The issuer's scan, noting how much it was handed at once and on which thread."""
 
     def __init__(self, job: JobFacts, wanted: frozenset[str]) -> None:
-        steps = [StepWindow(s.number, s.started_at, s.completed_at) for s in job.steps]
-        self.scan = LogScan(wanted, steps, ISSUER)
+        self.scan = LogScan.of_job(job, wanted, ISSUER)
         self.chunks: list[int] = []
         self.threads: set[int] = set()
 

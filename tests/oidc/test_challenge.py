@@ -58,7 +58,7 @@ def job(sim: GitHubSim) -> SimJob:
 
 def steps_of(job: SimJob) -> list[StepWindow]:
     return [
-        StepWindow(s.number, int(s.started_at), int(s.completed_at))
+        StepWindow(s.number, int(s.started_at), int(s.completed_at), s.name)
         for s in job.steps
         if s.completed_at is not None
     ]
@@ -150,6 +150,19 @@ def test_an_action_step_for_another_issuer_does_not_count(
     sim.print_line(job, challenge_line(code))
     sim.finish_step(job)
     assert found(sim, job, code) == set()
+
+
+def test_the_client_step_right_after_a_short_step_counts(
+    sim: GitHubSim, job: SimJob, clock: Clock
+) -> None:
+    """A step of a tenth of a second before it: both headers are written in the same second,
+    and each step gets its own."""
+    code = new_code()
+    sim.start_step(job, "Greet", script="echo hi")
+    clock.now += 0.1
+    sim.finish_step(job)
+    client_step(sim, job, clock, challenge_line(code))
+    assert found(sim, job, code) == {code}
 
 
 def test_only_the_wanted_codes_are_kept(sim: GitHubSim, job: SimJob, clock: Clock) -> None:
@@ -281,6 +294,36 @@ def test_a_forged_client_header_at_the_end_of_the_step_before_does_not_count(
     sim.print_line(job, "b ##[endgroup]")
     sim.finish_step(job)
     other_step(sim, job, clock, f"c ##[notice]{payload(code)}")
+    assert found(sim, job, code) == set()
+
+
+def test_a_forged_client_header_at_the_start_of_another_step_does_not_count(
+    sim: GitHubSim, job: SimJob, clock: Clock
+) -> None:
+    """The stranger's text is the step's first output, in its first second, forging the
+    client's header; more of it, later in the step, carries the notice."""
+    code = new_code()
+    sim.start_step(job, "Test", script="npm test")
+    sim.print_line(job, f"a ##[group]Run {CLIENT}")
+    sim.print_line(job, f"\x1b[36;1m{CLIENT}\x1b[0m")
+    sim.print_line(job, "b ##[endgroup]")
+    clock.now += 2
+    sim.print_line(job, f"c ##[notice]{payload(code)}")
+    sim.finish_step(job)
+    assert found(sim, job, code) == set()
+
+
+def test_a_notice_at_the_start_of_the_step_after_the_client_does_not_count(
+    sim: GitHubSim, job: SimJob, clock: Clock
+) -> None:
+    """Printed in the second the client's step ended in, which is still inside its window:
+    the next step's header stands between."""
+    code = new_code()
+    client_step(sim, job, clock, "nothing printed here")
+    sim.start_step(job, "Test", script="npm test")
+    sim.print_line(job, f"title: ##[notice]{payload(code)}")
+    clock.now += 2
+    sim.finish_step(job)
     assert found(sim, job, code) == set()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from issuer.github.channels import LogChannel, Scan
 from issuer.github.facts import JobFacts
-from issuer.oidc.challenge import LogScan, StepWindow, challenge_line, new_code
+from issuer.oidc.challenge import LogScan, challenge_line, new_code
 from issuer.oidc.runs import Memo, RunKey
 from issuer.oidc.watcher import RunReader
 from issuer.sim import GitHubSim, SimRun
@@ -25,8 +25,7 @@ __all__ = ["clock", "fork", "fork_run", "make_client", "sim", "sleeper", "transp
 
 
 def scanner(job: JobFacts, wanted: frozenset[str]) -> Scan:
-    steps = [StepWindow(s.number, s.started_at, s.completed_at) for s in job.steps]
-    return LogScan(wanted, steps)
+    return LogScan.of_job(job, wanted, None)
 
 
 async def test_a_log_is_searched_for_the_codes_pending_once_its_job_was_listed_completed(
