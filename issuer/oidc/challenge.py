@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import codecs
+import math
 import re
 import secrets
 from collections.abc import Iterable, Sequence
@@ -151,6 +152,7 @@ class LogScan:
     _started: bool = False
     _group: list[str] | None = None  # the open header group's lines
     _group_start: tuple[int, float] = (0, 0.0)
+    _group_stamps: float = 0.0  # the open group's latest stamp, or NaN once one went back
     _step_headers: dict[int, _Header] = field(default_factory=dict)
     _last_foreign: int = -1  # position of the latest header that does not name the client
     _candidates: list[_Candidate] = field(default_factory=list)
@@ -231,6 +233,9 @@ class LogScan:
             self._latest = max((c.time for c in self._candidates), default=float("-inf"))
         text = line[start:]
         if self._group is not None:
+            # The runner writes a header at once: a line stamped before the one above it
+            # (a forged stamp, in a multi-line `env:` or `with:` value) voids the header.
+            self._group_stamps = time if time >= self._group_stamps else math.nan
             if text == END_GROUP:
                 self._close_group()
                 return
@@ -242,6 +247,7 @@ class LogScan:
         if text.startswith(HEADER):
             self._group = [text]
             self._group_start = (self.lines, time)
+            self._group_stamps = time
             return
         if not self.wanted or not text.startswith(NOTICE):
             return
@@ -253,7 +259,9 @@ class LogScan:
     def _close_group(self) -> None:
         assert self._group is not None
         position, time = self._group_start
-        header = _Header(position, time, header_names_client(self._group, self.issuer_url))
+        in_order = not math.isnan(self._group_stamps)
+        names_client = in_order and header_names_client(self._group, self.issuer_url)
+        header = _Header(position, time, names_client)
         self._group = None
         if not header.names_client:
             self._last_foreign = position

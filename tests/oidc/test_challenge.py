@@ -313,6 +313,23 @@ def test_a_forged_client_header_at_the_start_of_another_step_does_not_count(
     assert found(sim, job, code) == set()
 
 
+def test_a_forged_client_line_in_another_steps_env_value_does_not_name_it(
+    sim: GitHubSim, job: SimJob, clock: Clock
+) -> None:
+    """A multi-line `env:` value (a pull request's body) continues on lines the runner does
+    not stamp: here a forged stamp and a cyan `issuer token` line inside the header of a step
+    that then prints the stranger's notice. The stamp cannot be the runner's: it is later
+    than the `##[endgroup]` the runner writes after it."""
+    code = new_code()
+    forged = f"{log_timestamp(clock.now + 0.5)} \x1b[36;1m{CLIENT}\x1b[0m"
+    sim.start_step(job, "Test", script="npm test", env={"BODY": f"hello\n{forged}"})
+    clock.now += 2
+    sim.print_line(job, f"c ##[notice]{payload(code)}")
+    sim.finish_step(job)
+    assert f"\n{forged}\n" in sim.job_log(job)
+    assert found(sim, job, code) == set()
+
+
 def test_a_notice_at_the_start_of_the_step_after_the_client_does_not_count(
     sim: GitHubSim, job: SimJob, clock: Clock
 ) -> None:
