@@ -8,9 +8,13 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
+from issuer.oidc.challenge import challenge_line, new_code
 from issuer.sim import GitHubSim
-from tests.e2e.harness import GITHUB_TOKEN, ForkRun, bearer
+from issuer.store import RedisStore, tagged
+from issuer.web.serving import BackgroundServer
+from tests.e2e.harness import GITHUB_TOKEN, ForkRun, bearer, issuer_in_thread
 
 
 def _claim(http: httpx.Client, issuer_url: str, pr: ForkRun) -> dict[str, Any]:
@@ -123,3 +127,26 @@ def test_a_log_over_the_size_cap_leaves_the_claim_pending_saying_why(
     assert response.status_code == 202
     assert "not read, their logs being over 32 MiB: big" in response.json()["error_description"]
     assert f"job {job.id}: its log is over 33554432 bytes; not scanned" in caplog.text
+
+
+def test_ten_thousand_code_shaped_strings_leave_the_claims_token_on_its_way(
+    http: httpx.Client, github: BackgroundServer, redis_url: str, pr: ForkRun, sim: GitHubSim
+) -> None:
+    """The client's step prints 10,000 lines shaped like challenges (of no claim) beside the
+    claim's own, on an issuer over Redis: only the pending claim's code is recorded, and it
+    gets its token."""
+    store = RedisStore.from_url(redis_url)
+    with issuer_in_thread(github.url_of(0), store=store) as (url, _config):
+        claim = _claim(http, url, pr)
+        job = pr.job("relay")
+        spam = (challenge_line(new_code()) for _ in range(10_000))
+        pr.client_step(job, *spam, claim["challenge_line"])
+        sim.finish_job(job)
+        response = http.post(
+            claim["exchange_url"], params={"wait": "15"}, headers=bearer(claim), timeout=25
+        )
+        assert response.status_code == 200, response.text
+    raw = redis.Redis.from_url(redis_url)
+    sightings = raw.hkeys(tagged(f"run:{pr.upstream.full_name.lower()}:{pr.run.id}:0", "sightings"))
+    raw.close()
+    assert set(sightings) == {b"~memo", claim["challenge_code"].encode()}
