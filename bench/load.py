@@ -10,10 +10,11 @@ process (``issuer github-sim``, driven through its control API ``/_sim/...``), a
 ``--replicas`` ``issuer serve`` processes sharing that Redis, with the abuse limits off (the
 load comes from one address). This process is the load client (httpx, one event loop).
 
-A *flow* is one job of a fork pull-request run doing what the single-job pattern does: the
-job starts, ``POST /claim`` at one replica, the ``::notice::`` line is printed (the
-annotation appears at once), ``POST /exchange?wait=10`` (the claim id as bearer) at the other
-replica until the token comes, the job finishes.
+A *flow* is one job of a fork pull-request run doing what the relay job does: the job
+starts, ``POST /claim`` at one replica, the ``::notice::`` line is printed by the client's
+step (two seconds of the runner's clock into it: the simulator's ``elapse``) and the job
+completes, ``POST /exchange?wait=10`` (the claim id as bearer) at the other replica until the
+token comes (the issuer reads the completed job's log; annotations are not proof).
 
 1. Start: every replica answers ``/readyz``; RSS is read (``VmRSS`` of ``/proc/PID/status``).
 2. Warm-up: ``--claims`` flows (runs of 10 jobs): every job is started, then all claims are
@@ -229,9 +230,11 @@ class Load:
             return
         claim = response.json()
         await self.control(f"{jobs}/steps", name="Claim", script="issuer token claim")
+        await self.control(f"{jobs}/elapse", seconds=2.0)
         await self.control(f"{jobs}/print", text=claim["challenge_line"])
-        printed = time.perf_counter()
         await self.control(f"{jobs}/finish-step")
+        await self.control(f"{jobs}/finish")
+        printed = time.perf_counter()
         bearer = {"Authorization": f"Bearer {claim['claim_id']}"}
         while True:
             started = time.perf_counter()
@@ -259,7 +262,6 @@ class Load:
             if response.status_code != 503:
                 break
             await asyncio.sleep(float(response.headers.get("retry-after", "1")))
-        await self.control(f"{jobs}/finish")
 
     async def run_of_jobs(self, jobs: int, stats: Stats, together: asyncio.Barrier) -> None:
         upstream, run_id = await self.new_run()

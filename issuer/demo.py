@@ -1,8 +1,9 @@
 """``issuer demo``: the whole flow on loopback with nothing configured.
 
-The GitHub simulator, the issuer (in-process store), a fork pull-request run with two jobs:
-``claim`` makes the claim, prints the challenge line and completes; ``build`` exchanges the
-claim once GitHub serves the finished job's log. The token is then verified as a relying party
+The GitHub simulator, the issuer (in-process store), a fork pull-request run played as the
+relay pattern (examples/two-job.yml): ``build`` claims a relay slot and waits; ``relay``, in
+parallel, prints the slot's challenge line and completes; ``build`` gets the token once
+GitHub serves ``relay``'s log. The token is then verified as a relying party
 would: through the issuer's discovery document and JWKS, over HTTP.
 """
 
@@ -24,7 +25,7 @@ from issuer.client.workflow import RunIdentity, WorkflowClient
 from issuer.oidc.app import create_app
 from issuer.oidc.config import IssuerConfig
 from issuer.oidc.service import IssuerService
-from issuer.sim import GitHubSim, SimSettings
+from issuer.sim import GitHubSim, SimJob, SimRun, SimSettings
 from issuer.sim.serve import serve_sim
 from issuer.web.serving import BackgroundServer, bound_socket
 
@@ -69,7 +70,7 @@ def verify_through_discovery(token: str, issuer_url: str, audience: str) -> dict
 
 
 def run_demo(out: Callable[[str], None] = print) -> int:
-    narrator = Narrator(13, out)
+    narrator = Narrator(14, out)
     logging.basicConfig(level=logging.WARNING, format="      issuer: %(message)s")
     logging.getLogger("issuer.oidc.claims").setLevel(logging.INFO)
     servers: list[Stoppable] = []
@@ -107,30 +108,7 @@ def _run(narrator: Narrator, servers: list[Stoppable]) -> int:
     narrator.step(f"issuer at {issuer_url}, in-process store, a fresh RS256 signing key")
 
     run = sim.create_run(upstream, head_repository=fork, actor="contributor")
-    claim_job = sim.add_job(run, "claim")
-    build_job = sim.add_job(run, "build")
-    narrator.step(
-        f"pull request run {run.id} of {upstream.full_name} from the fork {fork.full_name}:"
-        " jobs 'claim', then 'build' (needs: claim)"
-    )
-
-    sim.start_job(claim_job)
-    sim.start_step(claim_job, "Claim a token", script="issuer token claim --issuer $ISSUER")
-    client = WorkflowClient(issuer_url, say=lambda line: narrator.detail(f"client: {line}"))
-    identity = RunIdentity(upstream.full_name, str(run.id), str(run.run_attempt), "pull_request")
-    claim = client.claim(identity, AUDIENCE)
-    sim.print_line(claim_job, claim.challenge_line)
-    sim.finish_step(claim_job)
-    sim.finish_job(claim_job)
-    narrator.step("job 'claim' made a claim and printed its challenge line, then completed:")
-    narrator.detail(claim.challenge_line)
-    narrator.detail("(the claim id is the secret capability: it is passed on, never printed)")
-
-    sim.start_job(build_job)
-    sim.start_step(build_job, "Exchange the claim", script="issuer token exchange")
-    narrator.step("job 'build' exchanges the claim; the issuer watches the run through the API")
-    token = client.exchange(claim.claim_id, timeout=60)
-    sim.print_line(build_job, f"::add-mask::{token}")
+    token, relay_job = relay_pattern(narrator, sim, run, issuer_url)
 
     claims = _unverified_claims(token)
     narrator.step("token issued; its claims:")
@@ -141,7 +119,7 @@ def _run(narrator: Narrator, servers: list[Stoppable]) -> int:
     expected = {
         "sub": f"repo:{upstream.full_name}:pull_request",
         "run_id": str(run.id),
-        "job_id": str(claim_job.id),
+        "job_id": str(relay_job.id),
         "head_repository": fork.full_name,
     }
     wrong = {
@@ -160,6 +138,44 @@ def _run(narrator: Narrator, servers: list[Stoppable]) -> int:
     )
     narrator.detail("demo succeeded")
     return 0
+
+
+def relay_pattern(
+    narrator: Narrator, sim: GitHubSim, run: SimRun, issuer_url: str
+) -> tuple[str, SimJob]:
+    """examples/two-job.yml played on the simulator: `build` claims relay slot `build` and
+    keeps the claim in its process; `relay`, in parallel, fetches the slot's public challenge
+    line, prints it in its client step and completes; the issuer reads it in `relay`'s log and
+    `build` gets the token. Answers the token and the relay job (the token's `job_id`)."""
+    upstream = run.repository
+    relay_job, build_job = sim.add_job(run, "relay"), sim.add_job(run, "build")
+    narrator.step(
+        f"pull request run {run.id} of {upstream.full_name} from the fork "
+        f"{run.head_repository.full_name}: jobs 'relay' and 'build', in parallel"
+    )
+    identity = RunIdentity(upstream.full_name, str(run.id), str(run.run_attempt), "pull_request")
+    builder = WorkflowClient(issuer_url, say=lambda line: narrator.detail(f"build: {line}"))
+    relayer = WorkflowClient(issuer_url, say=lambda line: narrator.detail(f"relay: {line}"))
+    sim.start_job(build_job)
+    sim.start_step(build_job, "Fork OIDC token", script="issuer token --relay build")
+    claim = builder.claim(identity, AUDIENCE, relay="build")
+    narrator.step(
+        "job 'build' claimed relay slot 'build': it keeps the claim (the secret capability) "
+        "in its own process and prints nothing"
+    )
+    sim.start_job(relay_job)
+    sim.start_step(relay_job, "Fork OIDC relay", script="issuer token relay --slot build")
+    line = relayer.relay(identity, "build", timeout=30)
+    sim.elapse(relay_job, 2.0)  # the client prints no sooner than 2 s into its step
+    sim.print_line(relay_job, line)
+    sim.finish_step(relay_job)
+    sim.finish_job(relay_job)
+    narrator.step("job 'relay' fetched the slot's public challenge line, printed it, completed:")
+    narrator.detail(line)
+    narrator.step("job 'build' exchanges its claim; the issuer reads 'relay''s log through the API")
+    token = builder.exchange(claim.claim_id, timeout=60, relay="build")
+    sim.print_line(build_job, f"::add-mask::{token}")
+    return token, relay_job
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from issuer.client.build import BuildStep, Interrupted, Interrupts, build
 from issuer.client.builderclient import BuildOptions
 from issuer.client.codes import ClientError, ExitCode
 from issuer.client.context import ContextError, dockerfile_in_context
+from issuer.client.pacing import print_challenge
 from issuer.client.workflow import (
     CLAIM_ID,
     SLOT,
@@ -152,7 +153,7 @@ def _relay(args: argparse.Namespace, env: Mapping[str, str], slot: str | None) -
     assert slot is not None
     client = WorkflowClient(_issuer(args), say=_say)
     line = client.relay(RunIdentity.from_env(env), slot, args.timeout)
-    print(line, flush=True)
+    print_challenge(line)
     _say(
         f"challenge of relay slot {slot!r} printed: this job must now complete, so that GitHub "
         "serves its log to the issuer"
@@ -187,7 +188,7 @@ def _make_claim(args: argparse.Namespace, env: Mapping[str, str], relay: str | N
     client = WorkflowClient(_issuer(args), say=_say)
     claim = client.claim(RunIdentity.from_env(env), args.audience, args.timeout, relay=relay)
     if relay is None:
-        print(claim.challenge_line, flush=True)
+        print_challenge(claim.challenge_line)
     else:
         _say(
             f"claimed relay slot {relay!r}: a parallel job prints the challenge "

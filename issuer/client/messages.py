@@ -110,8 +110,8 @@ def timed_out(timeout: float, last: str, relay: str | None = None) -> str:
         )
     else:
         fix = (
-            f"use {RELAY_PATTERN}; or rely on the ::notice:: annotation of an earlier step "
-            "of this job; or raise `timeout`"
+            f"use {RELAY_PATTERN} (within one job the line is seen only through the "
+            "issuer's optional web-UI channel); or raise `timeout`"
         )
     return (
         f"timed out after {timeout:.0f} s: the issuer has not seen the challenge line in this "
@@ -154,10 +154,7 @@ def progress(description: str, elapsed: float, relay: str | None = None) -> str:
     match = _STILL_RUNNING.search(description)
     if match:
         jobs = ", ".join(f"'{name.strip()}'" for name in match.group(1).split(",") if name)
-        what = (
-            f"waiting for job {jobs} to finish so GitHub serves its log "
-            "(or for its ::notice:: annotation)"
-        )
+        what = f"waiting for job {jobs} to finish so GitHub serves its log"
     elif description:
         what = f"waiting for GitHub to serve it to the issuer ({description})"
     else:

@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -58,7 +59,8 @@ log = logging.getLogger(__name__)
 USER_AGENT = "fork-oidc-issuer/0.1"
 API_VERSION = "2022-11-28"
 ETAG_TTL = 3600.0
-MAX_LOG_BYTES = 32 * 1024 * 1024
+MAX_LOG_BYTES = 32 * 1024 * 1024  # a job log past this is not read further (nor counted)
+LOG_CHUNK = 256 * 1024  # a log is handed on in pieces of at most this
 MAX_PAGES = 50
 RETRIES = 2  # of a 5xx or a network error
 DEFAULT_RESERVE = 100
@@ -448,36 +450,73 @@ class GitHubClient:
 
     # -- job logs -------------------------------------------------------------------------
 
-    async def download_log(self, repository: str, job_id: int) -> str | None:
-        """The job's whole log, or None while GitHub does not serve it yet."""
+    async def stream_log(
+        self,
+        repository: str,
+        job_id: int,
+        sink: Callable[[bytes], Awaitable[None]],
+        max_bytes: int = MAX_LOG_BYTES,
+    ) -> LogDownload:
+        """Hand the job's log to ``sink`` chunk by chunk, as it arrives, never holding it
+        whole. Stops at ``max_bytes``: TOO_LARGE (the chunks handed so far are not the log)."""
         url = f"{self.api_url}/repos/{repository}/actions/jobs/{job_id}/logs"
         try:
             response, _ = await self._send(url, redirects=True)
         except GitHubNotFound:
-            return None  # running, or completed moments ago and still being finalised
-        if response.status_code == 200:
-            return response.text
+            return LogDownload.MISSING  # running, or completed moments ago and being finalised
+        if response.status_code == 200:  # served in place: already read by the API client
+            content = response.content
+            if len(content) > max_bytes:
+                return self._too_large(job_id, max_bytes)
+            for start in range(0, len(content), LOG_CHUNK):
+                await sink(content[start : start + LOG_CHUNK])
+            return LogDownload.COMPLETE
         location = response.headers.get("location")
         if not location:
             raise GitHubError("log redirect without a Location")
         blob_url = response.url.join(location)
+        size = 0
         try:
             async with self.limiter, self._blobs.stream("GET", blob_url) as blob:
                 if blob.status_code != 200:
-                    return None  # BlobNotFound while the job runs, or an expired URL
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in blob.aiter_bytes():
-                    chunks.append(chunk)
+                    return LogDownload.MISSING  # BlobNotFound while it runs, or an expired URL
+                declared = blob.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    return self._too_large(job_id, max_bytes)
+                async for chunk in blob.aiter_bytes(LOG_CHUNK):
                     size += len(chunk)
-                    if size >= MAX_LOG_BYTES:
-                        log.warning("job %d log truncated at %d bytes", job_id, MAX_LOG_BYTES)
-                        break
+                    if size > max_bytes:
+                        return self._too_large(job_id, max_bytes)
+                    await sink(chunk)
         except httpx.HTTPError as exc:
             raise GitHubUnavailable(
                 f"the job log could not be downloaded ({type(exc).__name__})", retry_after=5
             ) from None
+        return LogDownload.COMPLETE
+
+    @staticmethod
+    def _too_large(job_id: int, max_bytes: int) -> LogDownload:
+        log.warning("job %d: its log is over %d bytes; not scanned", job_id, max_bytes)
+        return LogDownload.TOO_LARGE
+
+    async def download_log(self, repository: str, job_id: int) -> str | None:
+        """The job's whole log (up to the cap), or None while GitHub does not serve it yet
+        or it is over the cap."""
+        chunks: list[bytes] = []
+
+        async def keep(chunk: bytes) -> None:
+            chunks.append(chunk)
+
+        outcome = await self.stream_log(repository, job_id, keep)
+        if outcome is not LogDownload.COMPLETE:
+            return None
         return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+class LogDownload(Enum):
+    COMPLETE = "complete"
+    MISSING = "missing"  # not served (yet)
+    TOO_LARGE = "too_large"
 
 
 class _MintRefused(Exception):
@@ -493,6 +532,7 @@ class _MintRefused(Exception):
 __all__ = [
     "GitHubClient",
     "InstallationCredential",
+    "LogDownload",
     "Page",
     "TokenCredential",
     "next_link",

@@ -6,6 +6,7 @@ Everything a token says comes from here, that is from GitHub's answer, never fro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 
@@ -102,6 +103,34 @@ class RunFacts:
 SETUP_STEP = "Set up job"  # the runner's own first step: no workflow command runs in it
 
 
+def _epoch(value: Any) -> int | None:
+    """Whole epoch seconds of one of the API's ISO-8601 times (null: None)."""
+    if value is None:
+        return None
+    return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp())
+
+
+@dataclass(frozen=True)
+class StepFacts:
+    """A step that ran, with its start and end as the jobs API gives them (whole seconds, the
+    runner's clock): what the log's timestamps are checked against."""
+
+    number: int
+    name: str
+    started_at: int
+    completed_at: int
+
+    @classmethod
+    def parse_all(cls, steps: Any) -> tuple[StepFacts, ...]:
+        ran = []
+        for step in steps:
+            started, completed = _epoch(step.get("started_at")), _epoch(step.get("completed_at"))
+            if started is not None and completed is not None:
+                name = str(step.get("name") or "")
+                ran.append(cls(int(step["number"]), name, started, completed))
+        return tuple(ran)
+
+
 @dataclass(frozen=True)
 class JobFacts:
     id: int
@@ -113,6 +142,7 @@ class JobFacts:
     # number of the step in progress: annotations can only change when these do.
     user_steps_done: int = 0
     step_in_progress: int | None = None
+    steps: tuple[StepFacts, ...] = ()  # those with a start and an end
 
     @property
     def completed(self) -> bool:
@@ -140,6 +170,7 @@ class JobFacts:
                 runner_group_name=data.get("runner_group_name"),
                 user_steps_done=done,
                 step_in_progress=running[0] if running else None,
+                steps=StepFacts.parse_all(steps),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise MalformedAnswer(f"job: {exc!r}") from None

@@ -1,7 +1,9 @@
-"""The pull request a run belongs to, even when GitHub does not say.
+"""The pull request a run belongs to: one path, whatever the run lists.
 
-A run's ``pull_requests`` is empty when the pull request comes from a fork (GITHUB.md). The
-pull request can still be found: ``GET /repos/{owner}/{repo}/pulls?state=open&head=OWNER:BRANCH``
+A run's ``pull_requests`` is empty when the pull request comes from a fork (GITHUB.md), and
+when it is not, GitHub lists pull requests matched by head SHA or branch, not necessarily the
+one that ran: it is never taken as it is. The pull request is found, for every run, the same
+way: ``GET /repos/{owner}/{repo}/pulls?state=open&head=OWNER:BRANCH``
 lists the open pull requests whose head is that branch of that owner's repository. The issuer
 takes one only if it is certain: exactly one open pull request into the run's repository from
 the run's head repository and branch, whose head commit is the run's ``head_sha``. A later push
@@ -22,11 +24,8 @@ log = logging.getLogger(__name__)
 
 
 async def find_pull_request(github: GitHubClient, run: RunFacts) -> PullRequestFacts | None:
-    """The run's open pull request, or None when GitHub does not make it certain. Costs no
-    request when the run lists its pull requests itself, and one (conditional) otherwise."""
-    if run.pull_requests:
-        own = [pr for pr in run.pull_requests if pr.head_ref == run.head_branch]
-        return own[0] if len(own) == 1 else None
+    """The run's open pull request, or None when GitHub does not make it certain. One
+    (conditional) request, whether or not the run lists pull requests."""
     if not run.head_branch:
         return None
     head = f"{run.head_repository.owner_login}:{run.head_branch}"

@@ -7,9 +7,10 @@ the shared store so that every replica enforces the same budget:
 - claims per client address per window (the socket peer; ``X-Forwarded-For`` is believed
   only from ``ISSUER_TRUSTED_PROXIES``; IPv6 clients count per /64, as one host gets one);
 - claims per repository per window;
-- claims per run alive at once (created within the claim lifetime), across its attempts:
-  the attempt is the caller's choice, so counting per attempt would let one run make
-  unbounded claims by naming attempts that do not exist.
+- claims per run and client address alive at once (created within the claim lifetime),
+  across the run's attempts: the attempt is the caller's choice, so counting per attempt
+  would let one run make unbounded claims by naming attempts that do not exist; and per
+  address, so that no stranger can fill a run's cap and keep its own jobs' claims out.
 
 Over a limit: 429 ``rate_limited`` with ``Retry-After``. Optional allow and deny lists of
 repositories (exact ``OWNER/REPO`` or a ``*``/``?`` wildcard pattern, matched against the
@@ -228,7 +229,7 @@ class AbuseControls:
             "repository_rate",
             f"too many claims for {request.repository}",
         )
-        await self._within_run_cap(request)
+        await self._within_run_cap(address, request)
 
     async def _within_rate(self, subject: str, limit: int, reason: str, what: str) -> None:
         if limit == 0:
@@ -249,15 +250,15 @@ class AbuseControls:
                 retry_after=retry_after,
             )
 
-    async def _within_run_cap(self, request: ClaimRequest) -> None:
-        """At most ``claims_per_run`` claims of one run alive at once.
+    async def _within_run_cap(self, address: str, request: ClaimRequest) -> None:
+        """At most ``claims_per_run`` claims of one run from one client address alive at once.
 
         Each claim adds a field (its expiry) to the run's hash before counting, and takes it
         back if the count is over: racing replicas may both refuse, never both accept."""
         cap = self.config.claims_per_run
         if cap == 0:
             return
-        key = tagged(f"run:{request.repository.lower()}:{request.run_id}", "claims")
+        key = tagged(f"run:{request.repository.lower()}:{request.run_id}", "claims", address)
         now = self._clock()
         mine = secrets.token_hex(8)
         await self._store.hash_set(
@@ -278,7 +279,7 @@ class AbuseControls:
         raise ApiError(
             429,
             "rate_limited",
-            f"run {request.run_id} of {request.repository} already has {cap} unexpired "
-            f"claims; try again in {retry_after} s",
+            f"this client address already holds {cap} unexpired claims on run "
+            f"{request.run_id} of {request.repository}; try again in {retry_after} s",
             retry_after=retry_after,
         )

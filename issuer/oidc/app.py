@@ -26,7 +26,7 @@ from issuer.oidc.claims import (
 from issuer.oidc.discovery import Prepared
 from issuer.oidc.idempotency import parse_key
 from issuer.oidc.metrics import CLAIMS, EXCHANGES
-from issuer.oidc.relay import Relayed
+from issuer.oidc.relay import Relayed, SlotKey
 from issuer.oidc.service import IssuerService
 from issuer.web.errors import ApiError, invalid_request
 from issuer.web.http import (
@@ -82,6 +82,14 @@ async def claim(request: Request) -> Response:
             await abuse.check_claim(_client_address(request), claim_request)
         except ApiError:
             CLAIMS.labels("refused").inc()
+            if claim_request.relay is not None and claim_request.run_attempt is not None:
+                slot = SlotKey(
+                    claim_request.repository,
+                    claim_request.run_id,
+                    claim_request.run_attempt,
+                    claim_request.relay,
+                )
+                await service.claims.relay.refused(slot)  # a refused claim contests its slot
             raise
         return await service.claims.create(claim_request)
 

@@ -64,6 +64,6 @@ def live_channel_from_config(
         config.github_web_origin,
         config.github_web_session,
         limiter=github.limiter,
-        find_codes=codes_in_lines,
+        find_codes=lambda lines: codes_in_lines(lines, config.issuer_url),
         transport=transport,
     )

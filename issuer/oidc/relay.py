@@ -18,9 +18,14 @@ token to nobody (``GET /relay`` answers 409 ``relay_contested``; an exchange of 
 claims 403 ``run_rejected``, checked again right before a token is signed). A stranger can
 deny a run its token this way, but cannot take it (docs/threat-model.md has the residual race).
 
+A claim that names a slot contests it even when it is refused (a rate limit, the run's cap):
+otherwise a stranger could claim the slot first, then keep the real job's claim out by
+exhausting a limit, and the relay job would print the stranger's code unopposed.
+
 Each slot is one hash in the shared store, under its own hash tag, kept for the claim TTL:
-field = SHA-256 of a claim id (never the id), value = the claim's code and expiry. Fields are
-only ever added, so once contested, a slot stays contested.
+field = SHA-256 of a claim id (never the id), value = the claim's code and expiry; or, for a
+refused claim, ``refused:`` and a random suffix. Fields are only ever added, so once
+contested, a slot stays contested.
 
 ``GET /relay`` asks GitHub nothing. Its work is bounded: a long poll of at most 30 s reads the
 slot once a second; a replica holds at most :attr:`RelayLimits.max_waiting` such polls at
@@ -36,6 +41,7 @@ import json
 import logging
 import math
 import re
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +56,7 @@ from issuer.web.errors import ApiError
 log = logging.getLogger(__name__)
 
 SLOT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+REFUSED = "refused:"  # the field of a refused claim: never a digest (64 hex digits)
 SLOT_RULE = "1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
 MAX_WAIT = 30
 TICK = 1.0  # seconds between two reads of a slot during a long poll
@@ -163,13 +170,20 @@ class RelaySlots:
         value = json.dumps({"code": code, "expires_at": expires_at}).encode()
         await self._store.hash_set(self._key(key), digest, value, ttl=self._ttl)
         entries = await self._entries(key)
-        if len(entries) > 1:
+        if _contested(entries):
             RELAY_CONTESTS.inc()
             log.warning("%s now holds %d claims: contested", key.describe(), len(entries))
 
+    async def refused(self, key: SlotKey) -> None:
+        """A claim on the slot was refused: the slot is contested all the same."""
+        field = REFUSED + secrets.token_hex(8)
+        await self._store.hash_set(self._key(key), field, b"{}", ttl=self._ttl)
+        RELAY_CONTESTS.inc()
+        log.warning("%s: a claim on it was refused: contested", key.describe())
+
     async def verdict(self, key: SlotKey, digest: str) -> Verdict:
         entries = await self._entries(key)
-        if len(entries) > 1:
+        if _contested(entries):
             return Verdict.CONTESTED
         if digest not in entries:
             return Verdict.GONE
@@ -209,7 +223,7 @@ class RelaySlots:
         try:
             while True:
                 entries = await self._entries(key)
-                if len(entries) > 1:
+                if _contested(entries):
                     RELAY_ANSWERS.labels("contested").inc()
                     raise ApiError(409, "relay_contested", contested_description(key))
                 if entries:
@@ -240,3 +254,7 @@ class RelaySlots:
             )
         RELAY_ANSWERS.labels("relayed").inc()
         return Relayed(str(entry["code"]), expires_at)
+
+
+def _contested(entries: dict[str, bytes]) -> bool:
+    return len(entries) > 1 or any(field.startswith(REFUSED) for field in entries)

@@ -69,24 +69,20 @@ class RunView:
 
 @dataclass
 class Memo:
-    """What the watcher already read, so that no log is fetched twice and annotations are read
-    only when they can have changed. Written only by the lease holder."""
+    """What the watcher already read, so that no log is fetched twice. Written only by the
+    lease holder, in the same hash and the same command as the sightings it led to."""
 
     logs_read: set[int] = field(default_factory=set)
+    logs_too_large: set[int] = field(default_factory=set)  # read no further than the cap
     sighted_jobs: set[int] = field(default_factory=set)
-    annotations_at: dict[int, int] = field(default_factory=dict)  # job → user steps done
-    annotations_read: dict[int, float] = field(default_factory=dict)  # job → when
-    step_seen: dict[int, tuple[int, float]] = field(default_factory=dict)  # job → (step, since)
     sighted_codes: set[str] = field(default_factory=set)
 
     def encode(self) -> bytes:
         return json.dumps(
             {
                 "logs_read": sorted(self.logs_read),
+                "logs_too_large": sorted(self.logs_too_large),
                 "sighted_jobs": sorted(self.sighted_jobs),
-                "annotations_at": self.annotations_at,
-                "annotations_read": self.annotations_read,
-                "step_seen": self.step_seen,
                 "sighted_codes": sorted(self.sighted_codes),
             }
         ).encode()
@@ -98,12 +94,14 @@ class Memo:
         data: dict[str, Any] = json.loads(raw)
         return cls(
             logs_read=set(data["logs_read"]),
+            logs_too_large=set(data.get("logs_too_large", ())),
             sighted_jobs=set(data["sighted_jobs"]),
-            annotations_at={int(k): int(v) for k, v in data["annotations_at"].items()},
-            annotations_read={int(k): float(v) for k, v in data["annotations_read"].items()},
-            step_seen={int(k): (int(v[0]), float(v[1])) for k, v in data["step_seen"].items()},
             sighted_codes=set(data["sighted_codes"]),
         )
+
+
+# The memo's field in the sightings hash: not a code (codes are 22+ URL-safe characters).
+MEMO_FIELD = "~memo"
 
 
 class RunState:
@@ -119,7 +117,6 @@ class RunState:
         tag = key.tag
         self._claims = tagged(tag, "claims")
         self._sightings = tagged(tag, "sightings")
-        self._memo = tagged(tag, "memo")
         self._lease = tagged(tag, "lease")
         self._wanted = tagged(tag, "wanted")
         self._status = tagged(tag, "status")
@@ -167,15 +164,16 @@ class RunState:
         """What a successful look writes, for one :meth:`Store.write_many`: the identities of
         the codes it found, the watcher's memo and the run's status (None: unchanged), and
         the failure of an earlier look cleared. The version moves if exchanges can have
-        something new to read."""
+        something new to read. The sightings and the memo are fields of one hash written by
+        one command: a memo that says a log was read never stands without what it found."""
         writes: list[Write] = []
         if clear_failure:
             writes.append(Delete(self._failure))
-        if sightings:
-            encoded = {code: json.dumps(identity).encode() for code, identity in sightings.items()}
-            writes.append(HashPut(self._sightings, encoded, ttl=self._ttl))
+        fields = {code: json.dumps(identity).encode() for code, identity in sightings.items()}
         if memo is not None:
-            writes.append(Put(self._memo, memo, ttl=self._ttl))
+            fields[MEMO_FIELD] = memo
+        if fields:
+            writes.append(HashPut(self._sightings, fields, ttl=self._ttl))
         if status is not None:
             writes.append(Put(self._status, status.encode(), ttl=self._ttl))
         if sightings or clear_failure:
@@ -226,7 +224,7 @@ class RunState:
     # -- the watcher's memory ---------------------------------------------------------------
 
     async def memo(self) -> Memo:
-        return Memo.decode(await self._store.get(self._memo))
+        return Memo.decode(await self._store.hash_get(self._sightings, MEMO_FIELD))
 
     # -- who watches, and who waits ---------------------------------------------------------
 

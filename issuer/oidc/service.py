@@ -9,12 +9,12 @@ import os
 
 import httpx
 
-from issuer.github.channels import AnnotationChannel, LogChannel
+from issuer.github.channels import LogChannel, Scan
 from issuer.github.client import GitHubClient
-from issuer.github.facts import PullRequestFacts, RunFacts
+from issuer.github.facts import JobFacts, PullRequestFacts, RunFacts
 from issuer.github.live import LiveLogChannel
 from issuer.github.pulls import find_pull_request
-from issuer.oidc.challenge import code_in_annotation, codes_in_log
+from issuer.oidc.challenge import LogScan
 from issuer.oidc.claims import RETENTION, ClaimService
 from issuer.oidc.config import IssuerConfig
 from issuer.oidc.discovery import Published, publish
@@ -55,12 +55,11 @@ class IssuerService:
         self.live = live
         self.published: Published = publish(config.issuer_url, keys.keyring)
         self._published_from = keys.keyring
-        reader = RunReader(
-            github,
-            logs=LogChannel(github, codes_in_log),
-            annotations=AnnotationChannel(github, code_in_annotation),
-            live=live,
-        )
+
+        def scan(job: JobFacts, wanted: frozenset[str]) -> Scan:
+            return LogScan.of_job(job, wanted, config.issuer_url)
+
+        reader = RunReader(github, logs=LogChannel(github, scan), live=live)
 
         async def pull_request_of(run: RunFacts) -> PullRequestFacts | None:
             return await find_pull_request(github, run)

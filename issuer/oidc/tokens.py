@@ -36,8 +36,10 @@ def identity_claims(
 ) -> dict[str, Any]:
     """Who the token is about: fixed once the line was seen, whenever the token is signed.
 
-    The audience is the claim's, added with the token's lifetime. ``pull_request`` is the
-    one GitHub lists with the run or, for a fork's run (listed with none), the one found."""
+    The audience is the claim's, added with the token's lifetime. ``pull_request`` is the one
+    :func:`issuer.github.pulls.find_pull_request` vouched for, if any: never the run's
+    ``pull_requests`` unchecked (GitHub lists pull requests matched by head, not the one that
+    ran)."""
     repo = run.repository
     head = run.head_repository
     claims: dict[str, Any] = {
@@ -70,7 +72,7 @@ def identity_claims(
     environment = runner_environment(sighting.runner_group_name)
     if environment is not None:
         claims["runner_environment"] = environment
-    pull = pull_request or (run.pull_requests[0] if run.pull_requests else None)
+    pull = pull_request
     if pull is not None:
         claims["pull_request_number"] = str(pull.number)
         claims["base_ref"] = pull.base_ref

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from issuer.github.channels import Sighting
+from issuer.github.client import MAX_LOG_BYTES
 from issuer.github.errors import GitHubError, GitHubRateLimited, GitHubUnavailable
 from issuer.github.facts import PullRequestFacts, RunFacts
 from issuer.oidc.metrics import LOOKS
@@ -312,7 +313,13 @@ class RunWatches:
                         return  # every claim seen or expired
                     last_look = now
                     outcome = await self._look(
-                        key, state, memo, waiting=waiting, now=now, failures=failures, recent=recent
+                        key,
+                        state,
+                        memo,
+                        waiting=waiting,
+                        now=now,
+                        failures=failures,
+                        recent=recent,
                     )
                     if outcome.rest:
                         failures += 1
@@ -364,9 +371,15 @@ class RunWatches:
         recent: _RecentRun,
     ) -> _Outcome:
         """One look, and what it means for the next."""
+
+        async def wanted() -> frozenset[str]:
+            return frozenset(await state.pending_codes() - memo.sighted_codes)
+
         try:
             known = recent.run if now - recent.read_at < self.pacing.run_refresh else None
-            look = await self._reader.look(key, memo, waiting=waiting, now=now, known_run=known)
+            look = await self._reader.look(
+                key, memo, waiting=waiting, now=now, wanted=wanted, known_run=known
+            )
             if look.run is not known:
                 recent.run, recent.read_at = look.run, now
         except RunRejected as exc:
@@ -396,7 +409,7 @@ class RunWatches:
         identities = await self._identities(key, state, look, new, recent) if new else {}
         memo.sighted_codes.update(new)
         encoded = memo.encode()
-        status = _waiting(look)
+        status = _waiting(look, memo)
         writes = state.look_writes(
             sightings=identities,
             memo=None if encoded == recent.memo else encoded,
@@ -408,9 +421,7 @@ class RunWatches:
         recent.memo, recent.status, recent.failure_stored = encoded, status, False
         if new:
             self._notify(key)
-        fingerprint = tuple(
-            (j.id, j.status, j.user_steps_done, j.step_in_progress) for j in look.jobs
-        )
+        fingerprint = tuple((j.id, j.status, j.step_in_progress) for j in look.jobs)
         return _Outcome((look.run.status, *fingerprint), found_new=bool(new), rest=0.0)
 
     async def _unavailable(
@@ -446,10 +457,9 @@ class RunWatches:
     async def _pull_request(
         self, state: RunState, run: RunFacts
     ) -> tuple[PullRequestFacts | None] | None:
-        """The run's pull request, in a 1-tuple (there may be none), looked up once per run
-        (GitHub lists none for forks); None if the lookup failed, to be tried again."""
-        if run.pull_requests:
-            return (run.pull_requests[0],)
+        """The run's pull request, in a 1-tuple (there may be none), found once per run and
+        only through the finder's checks, whether the run lists pull requests (they need not be
+        the one that ran) or not (a fork's); None if the lookup failed, to be tried again."""
         if self._find_pull_request is None:
             return (None,)
         cached = await state.pull_request()
@@ -528,14 +538,21 @@ class Waiter:
         return view
 
 
-def _waiting(look: Look) -> str:
+def _waiting(look: Look, memo: Memo) -> str:
     """What the run is waiting for, for the workflow's author."""
     running = [job.name for job in look.jobs if not job.completed][:5]
     done = sum(job.completed for job in look.jobs)
     waiting = f"; still running: {', '.join(running)}" if running else ""
+    too_large = [job.name for job in look.jobs if job.id in memo.logs_too_large][:5]
+    unread = (
+        f"; not read, their logs being over {MAX_LOG_BYTES // (1024 * 1024)} MiB: "
+        f"{', '.join(too_large)}"
+        if too_large
+        else ""
+    )
     return (
         f"the challenge line has not been seen in run {look.run.id} attempt "
-        f"{look.run.run_attempt} yet ({done} of {len(look.jobs)} jobs completed{waiting}): "
+        f"{look.run.run_attempt} yet ({done} of {len(look.jobs)} jobs completed{waiting}{unread}): "
         "GitHub serves a job's log only once the job has completed, so print the line in a "
-        "job that finishes before this exchange, or as a ::notice:: annotation"
+        "parallel job that completes (the relay: `issuer token relay`), in the client's own step"
     )

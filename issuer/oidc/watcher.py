@@ -2,28 +2,31 @@
 it shown? The run's facts come from GitHub's answer alone, never from a claim.
 
 A look reads only what can have changed since the last one (kept in a :class:`Memo`):
-- a completed job's log once, unless its annotations already showed a code;
-- a running job's annotations when one of its own steps finished since they were read, or,
-  while an exchange waits, once its current step has run a while (for a claim made and
-  exchanged in one step). Rereads are conditional, so an unchanged list costs no budget;
+- a completed job's log once (unless the live channel already showed a code in it),
+  scanned for the codes of the claims pending once the jobs were listed: a code a completed
+  job printed was handed out, so registered, before it was printed, so before the listing
+  that shows the job completed;
 - with the optional live channel (GitHub's web UI), running jobs' live logs while an
   exchange waits: no REST budget, but unofficial.
+
+Annotations are not read: they arrive with the job's completion on GitHub-hosted runners,
+no sooner than its log, and cannot be tied to the step that made them.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from issuer.github.channels import AnnotationChannel, LogChannel, Sighting
+from issuer.github.channels import LogChannel, LogState, Sighting
 from issuer.github.client import GitHubClient
 from issuer.github.errors import GitHubNotFound, GitHubUnavailable
 from issuer.github.facts import JobFacts, MalformedAnswer, RunFacts
 from issuer.github.live import LiveLogChannel
 from issuer.oidc.runs import Memo, RunKey
 
-# A step that runs this long while an exchange waits has its annotations read mid-step.
-MID_STEP_READ = 2.0
+WantedCodes = Callable[[], Awaitable[frozenset[str]]]
 
 
 class RunRejected(Exception):
@@ -43,12 +46,10 @@ class RunReader:
         github: GitHubClient,
         *,
         logs: LogChannel | None,
-        annotations: AnnotationChannel | None,
         live: LiveLogChannel | None = None,
     ) -> None:
         self._github = github
         self._logs = logs
-        self._annotations = annotations
         self._live = live
 
     async def look(
@@ -58,9 +59,12 @@ class RunReader:
         *,
         waiting: bool,
         now: float,
+        wanted: WantedCodes | None = None,
         known_run: RunFacts | None = None,
     ) -> Look:
-        """Read the run and whatever of it may show new codes; ``memo`` is updated in place.
+        """Read the run and whatever of it may show new codes among ``wanted()`` (the codes
+        of the run's pending claims not seen yet, asked for after the jobs are listed);
+        ``memo`` is updated in place.
 
         With ``known_run`` (a recent read of this very attempt) the run is not read again:
         what a token says of it does not change within an attempt, and its jobs tell the rest.
@@ -84,11 +88,9 @@ class RunReader:
             if isinstance(read_jobs, BaseException):
                 raise read_jobs
             run, jobs = read_run, read_jobs
-        reads = [self._read_log(key.repository, job, memo) for job in self._logs_due(jobs, memo)]
-        reads += [
-            self._read_annotations(key.repository, job, memo, now)
-            for job in self._annotations_due(jobs, memo, waiting=waiting, now=now)
-        ]
+        due = self._logs_due(jobs, memo)
+        codes = await wanted() if due and wanted is not None else frozenset()
+        reads = [self._read_log(key.repository, job, memo, codes) for job in due]
         if self._live is not None and waiting:
             reads += [
                 self._read_live(key, job, memo) for job in jobs if job.status == "in_progress"
@@ -97,9 +99,6 @@ class RunReader:
         for sightings in await asyncio.gather(*reads):
             for code, sighting in sightings.items():
                 found.setdefault(code, sighting)
-        for job in jobs:
-            if job.completed:
-                memo.step_seen.pop(job.id, None)
         return Look(run, jobs, found)
 
     def _logs_due(self, jobs: list[JobFacts], memo: Memo) -> list[JobFacts]:
@@ -111,36 +110,17 @@ class RunReader:
             if job.completed and job.id not in memo.logs_read and job.id not in memo.sighted_jobs
         ]
 
-    def _annotations_due(
-        self, jobs: list[JobFacts], memo: Memo, *, waiting: bool, now: float
-    ) -> list[JobFacts]:
-        if self._annotations is None:
-            return []
-        due = []
-        for job in jobs:
-            if job.status != "in_progress":
-                continue
-            if job.user_steps_done > memo.annotations_at.get(job.id, 0):
-                due.append(job)  # one of its steps finished since the last read
-                continue
-            if job.step_in_progress is None:
-                continue
-            step, since = memo.step_seen.get(job.id, (None, now))
-            if step != job.step_in_progress:
-                memo.step_seen[job.id] = (job.step_in_progress, now)
-                continue
-            last_read = memo.annotations_read.get(job.id, 0.0)
-            if waiting and now - since >= MID_STEP_READ and now - last_read >= MID_STEP_READ:
-                due.append(job)
-        return due
-
-    async def _read_log(self, repository: str, job: JobFacts, memo: Memo) -> dict[str, Sighting]:
+    async def _read_log(
+        self, repository: str, job: JobFacts, memo: Memo, wanted: frozenset[str]
+    ) -> dict[str, Sighting]:
         assert self._logs is not None
-        codes = await self._logs.codes(repository, job)
-        if codes is None:
+        read = await self._logs.codes(repository, job, wanted)
+        if read.state is LogState.NOT_READY:
             return {}  # completed moments ago and still being finalised: next look
         memo.logs_read.add(job.id)
-        return {code: _sighting(job, self._logs.name) for code in codes}
+        if read.state is LogState.TOO_LARGE:
+            memo.logs_too_large.add(job.id)
+        return {code: _sighting(job, self._logs.name) for code in read.codes}
 
     async def _read_live(self, key: RunKey, job: JobFacts, memo: Memo) -> dict[str, Sighting]:
         assert self._live is not None
@@ -148,17 +128,6 @@ class RunReader:
         if codes:
             memo.sighted_jobs.add(job.id)
         return {code: _sighting(job, self._live.name) for code in codes}
-
-    async def _read_annotations(
-        self, repository: str, job: JobFacts, memo: Memo, now: float
-    ) -> dict[str, Sighting]:
-        assert self._annotations is not None
-        codes = await self._annotations.codes(repository, job)
-        memo.annotations_at[job.id] = job.user_steps_done
-        memo.annotations_read[job.id] = now
-        if codes:
-            memo.sighted_jobs.add(job.id)
-        return {code: _sighting(job, self._annotations.name) for code in codes}
 
     async def _read_run(self, repository: str, run_id: int, attempt: int | None) -> RunFacts:
         path = f"/repos/{repository}/actions/runs/{run_id}"

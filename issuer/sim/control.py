@@ -172,7 +172,21 @@ def control_routes(sim: GitHubSim) -> list[BaseRoute]:
         env = _field(body, "env", dict)
         if env is not None and not all(isinstance(v, str) for v in env.values()):
             raise _Refusal(400, "env values must be strings")
-        return lambda job: sim.start_step(job, name, script=script, env=env)
+        action = _field(body, "action", str)
+        inputs = _field(body, "inputs", dict)
+        if inputs is not None and not all(isinstance(v, str) for v in inputs.values()):
+            raise _Refusal(400, "inputs values must be strings")
+        if action is not None and script is not None:
+            raise _Refusal(400, "a step has a script or an action, not both")
+        return lambda job: sim.start_step(
+            job, name, script=script, env=env, action=action, inputs=inputs
+        )
+
+    def elapse_action(body: Body) -> JobAction:
+        seconds = _required(body, "seconds", float)
+        if not 0 <= seconds <= 3600:
+            raise _Refusal(400, "seconds must be from 0 to 3600")
+        return lambda job: sim.elapse(job, seconds)
 
     def print_action(body: Body) -> JobAction:
         text = _required(body, "text", str)
@@ -191,6 +205,7 @@ def control_routes(sim: GitHubSim) -> list[BaseRoute]:
         "start": start_action,
         "step": step_action,
         "print": print_action,
+        "elapse": elapse_action,
         "finish-step": finish_step_action,
         "finish": finish_action,
     }
@@ -205,9 +220,11 @@ def control_routes(sim: GitHubSim) -> list[BaseRoute]:
 
     def script(request: Request, body: Body) -> Response:
         """Several of the job's routes in one request: `{"actions": [{"do": "start"},
-        {"do": "step", "name": ..., "script": ..., "env": ...}, {"do": "print", "text": ...,
-        "color": ...}, {"do": "finish-step", "conclusion": ...}, {"do": "finish", ...}]}`, each
-        action taking the fields its single route takes, at most `MAX_SCRIPT_ACTIONS` of them.
+        {"do": "step", "name": ..., "script": ..., "env": ...} (or "action" and "inputs"),
+        {"do": "print", "text": ..., "color": ...}, {"do": "elapse", "seconds": ...} (the
+        runner's clock moves on), {"do": "finish-step", "conclusion": ...},
+        {"do": "finish", ...}]}`, each action taking the fields its single route takes, at
+        most `MAX_SCRIPT_ACTIONS` of them.
 
         Every action is checked before any is applied: a bad one is 400 naming its index, and
         nothing changes. Then they are applied in order under the one acquisition of `sim.lock`
@@ -319,6 +336,7 @@ def control_routes(sim: GitHubSim) -> list[BaseRoute]:
         ("/jobs/{job_id:int}/start", job_route(start_action), ["POST"]),
         ("/jobs/{job_id:int}/steps", job_route(step_action), ["POST"]),
         ("/jobs/{job_id:int}/print", job_route(print_action), ["POST"]),
+        ("/jobs/{job_id:int}/elapse", job_route(elapse_action), ["POST"]),
         ("/jobs/{job_id:int}/finish-step", job_route(finish_step_action), ["POST"]),
         ("/jobs/{job_id:int}/finish", job_route(finish_action), ["POST"]),
         ("/jobs/{job_id:int}/script", script, ["POST"]),

@@ -9,6 +9,7 @@ the values registered so far, never with values registered later.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ _ISSUE_LEVELS: dict[str, AnnotationLevel] = {
 _DATA_ESCAPES = (("%0D", "\r"), ("%0A", "\n"), ("%25", "%"))
 _PROPERTY_ESCAPES = (("%0D", "\r"), ("%0A", "\n"), ("%3A", ":"), ("%2C", ","), ("%25", "%"))
 _LEGACY_ESCAPES = (("%3B", ";"), ("%0D", "\r"), ("%0A", "\n"), ("%5D", "]"), ("%25", "%"))
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 MAX_PER_LEVEL_PER_STEP = 10
 MAX_PER_JOB = 50
 _MAX_MESSAGE = 4096
@@ -135,6 +137,7 @@ class JobConsole:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
+        self.offset = 0.0  # how far the runner's clock is ahead of the simulator's
         self.entries: list[LogEntry] = []
         self.annotations: list[Annotation] = []
         self._masks: set[str] = set()
@@ -154,10 +157,20 @@ class JobConsole:
 
     def write(self, text: str) -> None:
         """Runner-generated text (headers, markers): masked, never parsed for commands."""
-        self.entries.append(LogEntry(self._clock(), self.mask(text), self._step))
+        self.entries.append(LogEntry(self.now(), self.mask(text), self._step))
 
-    def output(self, line: str) -> None:
-        """A line the step's process printed."""
+    def now(self) -> float:
+        """The runner's clock: log timestamps and step times."""
+        return self._clock() + self.offset
+
+    def output(self, text: str) -> None:
+        """What the step's process printed, split into lines as the runner reads them
+        (`StreamReader.ReadLine`: at `\n`, `\r` and `\r\n`, never at other separators)."""
+        for line in _LINE_BREAK.split(text.removesuffix("\n").removesuffix("\r")):
+            self._output_line(line)
+
+    def _output_line(self, line: str) -> None:
+        """One line the step's process printed."""
         registered: set[str] | frozenset[str] = _REGISTERED
         if self._stop_token is not None:
             # Only the resume token is a command now; an empty token never resumes.

@@ -27,8 +27,9 @@ class SimSettings:
     running_log: RunningLog = "api_404"
     # After a job completes, its log endpoint still answers 404 for this long.
     finalize_seconds: float = 0.0
-    # When `::notice::` and friends become visible through the check-run annotations API.
-    annotation_timing: AnnotationTiming = "immediate"
+    # When `::notice::` and friends become visible through the check-run annotations API:
+    # with the job's completion, as the runner sends them on GitHub-hosted runners (GITHUB.md).
+    annotation_timing: AnnotationTiming = "job_end"
     # Seconds of delay added to every API request (not to blob downloads).
     latency: float = 0.0
     # True: requests without a token get 401 instead of the unauthenticated limit.

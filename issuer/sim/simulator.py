@@ -406,7 +406,7 @@ class GitHubSim:
             self._set_up(job)
 
     def _set_up(self, job: SimJob) -> None:
-        step = SimStep("Set up job", 1, started_at=self.clock())
+        step = SimStep("Set up job", 1, started_at=job.console.now())
         job.steps.append(step)
         console = job.console
         console.begin_step(1)
@@ -414,7 +414,7 @@ class GitHubSim:
             job.name, job.runner_name or "", job.runner_group_name or "", job.run.from_fork
         ):
             console.write(line)
-        self._complete_step(step, "success")
+        self._complete_step(job, step, "success")
 
     def start_step(
         self,
@@ -423,9 +423,13 @@ class GitHubSim:
         *,
         script: str | None = None,
         env: dict[str, str] | None = None,
+        action: str | None = None,
+        inputs: dict[str, str] | None = None,
     ) -> None:
         """Begin a step (ending the previous one with success). With `script`, it is a `run:`
-        step and the runner first echoes the script, shell and env inside a group."""
+        step and the runner first echoes the script, shell and env inside a group; with
+        `action` (`OWNER/REPO@REF`), a `uses:` step whose group shows its `with:` inputs
+        and env (actions/runner `Handler.PrintActionDetails`)."""
         with self.lock:
             if job.status == "queued":
                 self.start_job(job)
@@ -433,10 +437,20 @@ class GitHubSim:
                 raise ValueError(f"job {job.id} has completed")
             if job.current_step is not None:
                 self.finish_step(job)
-            step = SimStep(name, len(job.steps) + 1, started_at=self.clock(), script=script)
+            step = SimStep(name, len(job.steps) + 1, started_at=job.console.now(), script=script)
             job.steps.append(step)
             console = job.console
             console.begin_step(step.number)
+            if action is not None:
+                console.write(f"##[group]Run {action}")
+                if inputs:
+                    console.write("with:")
+                    for key, value in inputs.items():
+                        if value:
+                            console.write(f"  {key}: {value}")
+                self._write_env(console, env)
+                console.write("##[endgroup]")
+                return
             if script is None:
                 return
             first = script.lstrip(" \t\r\n")
@@ -444,11 +458,21 @@ class GitHubSim:
             for line in script.replace("\r\n", "\n").rstrip("\n").split("\n"):
                 console.write(f"\x1b[36;1m{line}\x1b[0m")
             console.write("shell: /usr/bin/bash -e {0}")
-            if env:
-                console.write("env:")
-                for key, value in env.items():
-                    console.write(f"  {key}: {value}")
+            self._write_env(console, env)
             console.write("##[endgroup]")
+
+    @staticmethod
+    def _write_env(console: JobConsole, env: dict[str, str] | None) -> None:
+        if env:
+            console.write("env:")
+            for key, value in env.items():
+                console.write(f"  {key}: {value}")
+
+    def elapse(self, job: SimJob, seconds: float) -> None:
+        """The job's runner lives ``seconds`` on (a step working, say) without the test
+        waiting: its later log lines and step times are that much later."""
+        with self.lock:
+            job.console.offset += seconds
 
     def print_line(self, job: SimJob, text: str, *, color: str | None = None) -> None:
         """Output of the current step, processed as the runner processes it."""
@@ -469,12 +493,12 @@ class GitHubSim:
                 raise ValueError(f"job {job.id} has no step in progress")
             if conclusion == "failure" and step.script is not None:
                 job.console.issue("failure", "Process completed with exit code 1.")
-            self._complete_step(step, conclusion)
+            self._complete_step(job, step, conclusion)
 
-    def _complete_step(self, step: SimStep, conclusion: str) -> None:
+    def _complete_step(self, job: SimJob, step: SimStep, conclusion: str) -> None:
         step.status = "completed"
         step.conclusion = conclusion
-        step.completed_at = self.clock()
+        step.completed_at = job.console.now()
 
     def finish_job(self, job: SimJob, conclusion: str = "success") -> None:
         """Complete the job; its log becomes readable `finalize_seconds` later."""
@@ -489,11 +513,11 @@ class GitHubSim:
                         conclusion if conclusion in ("failure", "cancelled") else "success"
                     )
                     self.finish_step(job, step_conclusion)
-                step = SimStep("Complete job", len(job.steps) + 1, started_at=self.clock())
+                step = SimStep("Complete job", len(job.steps) + 1, started_at=job.console.now())
                 job.steps.append(step)
                 job.console.begin_step(step.number)
                 job.console.write("Cleaning up orphan processes")
-                self._complete_step(step, "success")
+                self._complete_step(job, step, "success")
             job.status = "completed"
             job.conclusion = conclusion
             job.completed_at = self.clock()

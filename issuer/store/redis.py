@@ -40,9 +40,13 @@ return count
 """
 
 # KEYS[1]; ARGV: expiry in ms or "", then field, value, field, value... The expiry is only
-# ever lengthened. Answers how many fields are new.
+# ever lengthened. Answers how many fields are new. One HSET a field: `unpack` of thousands
+# of arguments overflows Lua's stack ("too many results to unpack").
 _HASH_SET = """
-local new = redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local new = 0
+for i = 2, #ARGV, 2 do
+  new = new + redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
 if ARGV[1] ~= '' then
   local left = redis.call('PTTL', KEYS[1])
   if left < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end

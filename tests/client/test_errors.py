@@ -32,10 +32,11 @@ def test_a_completed_run_is_rejected_with_exit_4_and_the_fix(
 def _used_claim(issuer_url: str, pr: ForkRun, sim: GitHubSim, tmp_path: Path) -> tuple[str, str]:
     """A claim exchanged once: the claim id and its token."""
     job = pr.job("claim")
-    sim.start_step(job, "Claim")
+    sim.start_step(job, "Claim", script="issuer token claim")
     step = run_step(
         "claim", "--issuer", issuer_url, env=runner_env(pr, tmp_path / "o"), sim=sim, job=job
     )
+    sim.finish_job(job)
     claim = step.outputs["claim"]
     env = runner_env(pr, tmp_path / "x", ISSUER_CLAIM=claim, ISSUER_URL=issuer_url)
     first = run_step("exchange", "--timeout", "20", env=env)

@@ -8,17 +8,31 @@ import queue
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from issuer.sim import GitHubSim
+from issuer.web.serving import BackgroundServer
 from tests.client.runner import assert_no_secret_leaks, read_outputs, run_step, runner_env
-from tests.e2e.harness import ForkRun
+from tests.e2e.harness import ForkRun, issuer_in_thread
+
+SESSION = "sim-web-session"
 
 
-def test_one_job_claim_step_then_exchange_step_through_the_annotation(
-    issuer_url: str, pr: ForkRun, sim: GitHubSim, tmp_path: Path
+@pytest.fixture
+def live_issuer_url(github: BackgroundServer, sim: GitHubSim) -> Iterator[str]:
+    """An issuer with the opt-in web channel: the only way one job gets its own token."""
+    sim.add_web_session(SESSION)
+    with issuer_in_thread(github.url_of(0), github_web_session=SESSION) as (url, _config):
+        yield url
+
+
+def test_one_job_claim_step_then_exchange_step_through_the_live_channel(
+    live_issuer_url: str, pr: ForkRun, sim: GitHubSim, tmp_path: Path
 ) -> None:
-    sim.settings.annotation_timing = "step_end"
+    issuer_url = live_issuer_url
     job = pr.job("test")
     out = tmp_path / "out"
     sim.start_step(job, "Claim", script="issuer token claim")
@@ -33,9 +47,10 @@ def test_one_job_claim_step_then_exchange_step_through_the_annotation(
     assert_no_secret_leaks(second, claim=claim, token=second.outputs["token"])
 
 
-def test_one_step_token_mode_succeeds_when_annotations_show_at_once(
-    issuer_url: str, pr: ForkRun, sim: GitHubSim, tmp_path: Path
+def test_one_step_token_mode_succeeds_through_the_live_channel(
+    live_issuer_url: str, pr: ForkRun, sim: GitHubSim, tmp_path: Path
 ) -> None:
+    issuer_url = live_issuer_url
     job = pr.job("test")
     sim.start_step(job, "Token", script="issuer token")
     step = run_step(
@@ -55,7 +70,6 @@ def test_one_step_token_mode_succeeds_when_annotations_show_at_once(
 def test_waiting_says_which_job_it_waits_for_and_for_how_long(
     issuer_url: str, pr: ForkRun, sim: GitHubSim, tmp_path: Path
 ) -> None:
-    sim.settings.annotation_timing = "job_end"
     job = pr.job("claim")
     out = tmp_path / "out"
     sim.start_step(job, "Claim", script="issuer token claim")

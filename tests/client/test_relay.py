@@ -58,12 +58,10 @@ def _wait_for_the_build_claim(issuer_url: str, pr: ForkRun) -> None:
 @pytest.fixture
 def relayed(issuer_url: str, pr: ForkRun, sim: GitHubSim, tmp_path: Path) -> Relayed:
     """Both jobs of examples/two-job.yml, started together; the runner completes `relay`
-    once its step exits. Annotations show only at the end of a job, so the line reaches the
-    issuer once `relay` has completed."""
-    sim.settings.annotation_timing = "job_end"
+    once its step exits, and the issuer reads the line in its log then."""
     relay_job, build_job = pr.job("relay"), pr.job("build")
-    sim.start_step(build_job, "Fork OIDC token")
-    sim.start_step(relay_job, "Fork OIDC relay")
+    sim.start_step(build_job, "Fork OIDC token", script=f"issuer token --relay {SLOT}")
+    sim.start_step(relay_job, "Fork OIDC relay", script=f"issuer token relay --slot {SLOT}")
     build_env = runner_env(pr, tmp_path / "build")
     with in_background(
         "--issuer", issuer_url, "--relay", SLOT, "--timeout", "60", env=build_env, sim=sim,
@@ -138,7 +136,7 @@ def test_a_contested_slot_fails_the_build_step_with_exit_4_naming_cause_and_fix(
     issuer_url: str, pr: ForkRun, sim: GitHubSim, tmp_path: Path
 ) -> None:
     build_job = pr.job("build")
-    sim.start_step(build_job, "Fork OIDC token")
+    sim.start_step(build_job, "Fork OIDC token", script=f"issuer token --relay {SLOT}")
     env = runner_env(pr, tmp_path / "build")
     args = ("--issuer", issuer_url, "--relay", SLOT, "--timeout", "60")
     with in_background(*args, env=env, sim=sim, job=build_job) as build:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import prometheus_client
 
+from issuer.oidc.abuse import AbuseConfig
 from issuer.oidc.app import create_app
 from issuer.oidc.config import IssuerConfig
 from issuer.oidc.service import IssuerService
@@ -43,11 +44,18 @@ class ForkRun:
             self.sim.start_job(job)
         return job
 
+    def client_step(self, job: SimJob, *lines: str, script: str = "issuer token claim") -> None:
+        """The client's step: its header (a `run:` of ``script``), two seconds of the runner's
+        time (the issuer counts no line of a step's first second), then ``lines``."""
+        self.sim.start_step(job, "Fork OIDC", script=script)
+        self.sim.elapse(job, 2.0)
+        for line in lines:
+            self.sim.print_line(job, line)
+        self.sim.finish_step(job)
+
     def print_and_finish(self, job: SimJob, line: str) -> None:
         """A job whose only step prints ``line``, then ends (the two-job pattern's first job)."""
-        self.sim.start_step(job, "Claim", script="issuer token claim")
-        self.sim.print_line(job, line)
-        self.sim.finish_step(job)
+        self.client_step(job, line)
         self.sim.finish_job(job)
 
     def claim_body(self, **overrides: object) -> dict[str, object]:
@@ -90,14 +98,18 @@ def base_config(github_url: str, issuer_url: str) -> IssuerConfig:
 
 @contextmanager
 def issuer_in_thread(
-    github_url: str, *, store: Store | None = None, **overrides: object
+    github_url: str,
+    *,
+    store: Store | None = None,
+    abuse: AbuseConfig | None = None,
+    **overrides: object,
 ) -> Iterator[tuple[str, IssuerConfig]]:
     """An issuer served on a real socket in this process; yields its URL and config."""
     sock = bound_socket()
     url = "http://{}:{}".format(*sock.getsockname()[:2])
     config = replace(base_config(github_url, url), **overrides)  # type: ignore[arg-type]
     the_store = store or MemoryStore()
-    app = create_app(lambda: IssuerService.start(config, store=the_store))
+    app = create_app(lambda: IssuerService.start(config, store=the_store), abuse=abuse)
     with BackgroundServer(app, [sock]):
         yield url, config
 

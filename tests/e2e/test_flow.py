@@ -111,46 +111,14 @@ def test_the_audience_defaults_to_the_issuer_url(
     assert verified_claims(http, issuer_url, token)["aud"] == issuer_url
 
 
-def test_a_notice_annotation_of_a_running_job_yields_a_token(
-    http: httpx.Client, issuer_url: str, pr: ForkRun, sim: GitHubSim
-) -> None:
-    claim = make_claim(http, issuer_url, pr.claim_body())
-    job = pr.job("single")
-    sim.start_step(job, "Token", script="issuer token")
-    sim.print_line(job, claim["challenge_line"])
-    response = exchange(http, claim, wait=10)
-    assert response.status_code == 200, response.text
-    claims = verified_claims(http, issuer_url, response.json()["token"])
-    assert claims["challenge_channel"] == "annotation"
-    assert claims["job_id"] == str(job.id)
-
-
-@pytest.mark.parametrize("timing", ["step_end", "job_end"])
-def test_annotations_count_only_once_github_shows_them(
-    http: httpx.Client, issuer_url: str, pr: ForkRun, sim: GitHubSim, timing: str
-) -> None:
-    sim.settings.annotation_timing = timing  # type: ignore[assignment]
-    claim = make_claim(http, issuer_url, pr.claim_body())
-    job = pr.job("single")
-    sim.start_step(job, "Claim", script="issuer token claim")
-    sim.print_line(job, claim["challenge_line"])
-    assert exchange(http, claim).status_code == 202
-    sim.finish_step(job)
-    if timing == "job_end":
-        sim.start_step(job, "Exchange", script="issuer token exchange")
-        assert exchange(http, claim, wait=1.5).status_code == 202
-        sim.finish_step(job)
-        sim.finish_job(job)
-    assert exchange(http, claim, wait=10).status_code == 200
-
-
 def test_a_pending_claim_answers_202_with_retry_after_and_stays_usable(
     http: httpx.Client, issuer_url: str, pr: ForkRun, sim: GitHubSim
 ) -> None:
     claim = make_claim(http, issuer_url, pr.claim_body())
     job = pr.job("claim")
     sim.start_step(job, "Claim", script="issuer token claim")
-    sim.print_line(job, claim["challenge_line"].replace("::notice::", ""))  # log only
+    sim.elapse(job, 2.0)
+    sim.print_line(job, claim["challenge_line"])
     pending = exchange(http, claim)
     assert pending.status_code == 202
     assert pending.json()["status"] == "pending"
@@ -170,7 +138,8 @@ def test_a_running_jobs_unreadable_log_leaves_the_claim_pending(
     claim = make_claim(http, issuer_url, pr.claim_body())
     job = pr.job("claim")
     sim.start_step(job, "Claim", script="issuer token claim")
-    sim.print_line(job, claim["challenge_line"].replace("::notice::", ""))
+    sim.elapse(job, 2.0)
+    sim.print_line(job, claim["challenge_line"])
     assert exchange(http, claim, wait=1.5).status_code == 202
     sim.finish_step(job)
     sim.finish_job(job)
@@ -182,7 +151,7 @@ def test_a_log_still_being_finalised_is_waited_for(
 ) -> None:
     sim.settings.finalize_seconds = 2.0
     claim = make_claim(http, issuer_url, pr.claim_body())
-    pr.print_and_finish(pr.job("claim"), claim["challenge_line"].replace("::notice::", ""))
+    pr.print_and_finish(pr.job("claim"), claim["challenge_line"])
     assert exchange(http, claim).status_code == 202
     assert exchange(http, claim, wait=10).status_code == 200
 
@@ -330,7 +299,8 @@ def test_a_long_poll_returns_the_token_once_the_line_becomes_readable(
     claim = make_claim(http, issuer_url, pr.claim_body())
     job = pr.job("claim")
     sim.start_step(job, "Claim", script="issuer token claim")
-    sim.print_line(job, claim["challenge_line"].replace("::notice::", ""))
+    sim.elapse(job, 2.0)
+    sim.print_line(job, claim["challenge_line"])
     timer = threading.Timer(1.5, lambda: (sim.finish_step(job), sim.finish_job(job)))
     timer.start()
     try:
@@ -343,7 +313,7 @@ def test_credentials_are_sent_to_the_api_and_never_to_the_log_host(
     http: httpx.Client, issuer_url: str, pr: ForkRun, sim: GitHubSim
 ) -> None:
     claim = make_claim(http, issuer_url, pr.claim_body())
-    pr.print_and_finish(pr.job("claim"), claim["challenge_line"].replace("::notice::", ""))
+    pr.print_and_finish(pr.job("claim"), claim["challenge_line"])
     assert exchange(http, claim, wait=10).status_code == 200
     blobs = [entry for entry in sim.request_log if entry[1].startswith("/actions-results/")]
     api = [entry for entry in sim.request_log if entry[1].startswith("/repos/")]
@@ -370,7 +340,7 @@ def test_every_page_of_a_large_matrix_is_read(
     for index in range(120):
         pr.job(f"matrix ({index})", started=False)
     last = pr.job("claim")
-    pr.print_and_finish(last, claim["challenge_line"].replace("::notice::", ""))
+    pr.print_and_finish(last, claim["challenge_line"])
     response = exchange(http, claim, wait=10)
     assert response.status_code == 200
     assert verified_claims(http, issuer_url, response.json()["token"])["job_id"] == str(last.id)

@@ -94,7 +94,7 @@ def test_the_live_channel_sees_a_running_step_before_any_annotation(
     assert claims["challenge_channel"] == "live"
 
 
-def test_without_a_web_session_a_running_step_waits_for_its_annotation(
+def test_without_a_web_session_a_running_step_waits_for_its_job_to_complete(
     http: httpx.Client,
 ) -> None:
     sim = GitHubSim(SimSettings(annotation_timing="job_end"))

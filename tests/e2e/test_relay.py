@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 import redis
 
+from issuer.oidc.abuse import AbuseConfig
 from issuer.oidc.relay import RelayLimits, RelayPending, RelaySlots, SlotKey, Verdict
 from issuer.sim import GitHubSim
 from issuer.store import RedisStore, Store
@@ -177,10 +179,7 @@ def test_a_malformed_relay_slot_in_a_claim_is_400(
 
 def _print_in_a_finished_job(pr: ForkRun, name: str, *lines: str) -> None:
     job = pr.job(name)
-    pr.sim.start_step(job, "Relay")
-    for line in lines:
-        pr.sim.print_line(job, line)
-    pr.sim.finish_step(job)
+    pr.client_step(job, *lines, script=f"issuer token relay --slot {SLOT}")
     pr.sim.finish_job(job)
 
 
@@ -308,3 +307,61 @@ def test_the_store_holds_no_claim_id_of_a_relay_claim(
             assert all(secret not in f + v for f, v in raw.hgetall(key).items()), key
         else:
             assert secret not in (raw.get(key) or b""), key
+
+
+# -- strangers and the claim limits ------------------------------------------------------------
+
+
+def _claim_from(
+    http: httpx.Client, issuer_url: str, pr: ForkRun, address: str, **fields: object
+) -> httpx.Response:
+    body = pr.claim_body(run_attempt=pr.run.run_attempt, **fields)
+    return http.post(f"{issuer_url}/claim", json=body, headers={"X-Forwarded-For": address})
+
+
+def _behind_a_proxy(**limits: int) -> AbuseConfig:
+    return AbuseConfig(trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),), **limits)
+
+
+def test_a_stranger_filling_the_runs_cap_does_not_keep_the_build_jobs_claim_out(
+    http: httpx.Client, github: BackgroundServer, pr: ForkRun
+) -> None:
+    """The attack: claim the slot first, then fill the run's claim cap from two addresses, so
+    that the build job's claim is refused and never contests the slot. The cap counts per
+    client address: the build job's claim lands, the slot is contested, nobody gets a token
+    and the build job says why."""
+    abuse = _behind_a_proxy(claims_per_run=5, claims_per_address=0, claims_per_repository=0)
+    with issuer_in_thread(github.url_of(0), abuse=abuse) as (url, _config):
+        first = _claim_from(http, url, pr, "203.0.113.66", relay=SLOT)
+        assert first.status_code == 201
+        for address in ("203.0.113.66", "203.0.113.67"):
+            while _claim_from(http, url, pr, address).status_code == 201:
+                pass
+        build = _claim_from(http, url, pr, "198.51.100.7", relay=SLOT)
+        assert build.status_code == 201, build.text
+        assert http.get(_relay_url(url, pr)).status_code == 409
+        answer = http.post(
+            build.json()["exchange_url"], headers=bearer(build.json()), params={"wait": 5}
+        )
+        assert answer.status_code == 403
+        assert "was claimed more than once" in answer.json()["error_description"]
+
+
+def test_a_refused_claim_on_a_slot_contests_it(
+    http: httpx.Client, github: BackgroundServer, pr: ForkRun
+) -> None:
+    """The stranger claims the slot, then spends the repository's claims so that the build
+    job's claim is refused (429): the refusal contests the slot all the same, so the relay
+    job prints nothing and the stranger's claim gets no token."""
+    abuse = _behind_a_proxy(claims_per_repository=3, claims_per_address=0, claims_per_run=0)
+    with issuer_in_thread(github.url_of(0), abuse=abuse) as (url, _config):
+        stranger = _claim_from(http, url, pr, "203.0.113.66", relay=SLOT).json()
+        while _claim_from(http, url, pr, "203.0.113.67").status_code == 201:
+            pass
+        refused = _claim_from(http, url, pr, "198.51.100.7", relay=SLOT)
+        assert refused.status_code == 429
+        relayed = http.get(_relay_url(url, pr))
+        assert relayed.status_code == 409, relayed.text
+        assert relayed.json()["error"] == "relay_contested"
+        answer = http.post(stranger["exchange_url"], headers=bearer(stranger), params={"wait": 2})
+        assert answer.status_code == 403

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import httpx
+import pytest
+import redis
 
+from issuer.oidc.challenge import challenge_line, new_code
 from issuer.sim import GitHubSim
-from tests.e2e.harness import GITHUB_TOKEN, ForkRun, bearer
+from issuer.store import RedisStore, tagged
+from issuer.web.serving import BackgroundServer
+from tests.e2e.harness import GITHUB_TOKEN, ForkRun, bearer, issuer_in_thread
 
 
 def _claim(http: httpx.Client, issuer_url: str, pr: ForkRun) -> dict[str, Any]:
@@ -41,10 +47,7 @@ def test_a_completed_jobs_log_is_downloaded_once_for_every_claim_it_shows(
 ) -> None:
     claims = [_claim(http, issuer_url, pr) for _ in range(5)]
     job = pr.job("claim")
-    sim.start_step(job, "Claim", script="issuer token claim")
-    for claim in claims:
-        sim.print_line(job, claim["challenge_line"])
-    sim.finish_step(job)
+    pr.client_step(job, *(claim["challenge_line"] for claim in claims))
     sim.finish_job(job)
     responses = asyncio.run(_exchange_all(claims))
     assert [r.status_code for r in responses] == [200] * 5
@@ -56,10 +59,7 @@ def test_claims_on_one_run_cost_the_requests_of_one(
 ) -> None:
     claims = [_claim(http, issuer_url, pr) for _ in range(20)]
     job = pr.job("claim")
-    sim.start_step(job, "Claim", script="issuer token claim")
-    for claim in claims:
-        sim.print_line(job, claim["challenge_line"])
-    sim.finish_step(job)
+    pr.client_step(job, *(claim["challenge_line"] for claim in claims))
     sim.finish_job(job)
     responses = asyncio.run(_exchange_all(claims))
     assert [r.status_code for r in responses] == [200] * 20
@@ -67,54 +67,23 @@ def test_claims_on_one_run_cost_the_requests_of_one(
     assert sim.counted_requests(GITHUB_TOKEN) <= 6
 
 
-def test_a_job_whose_own_steps_have_not_finished_has_no_annotations_read(
+def test_annotations_are_never_read_even_when_github_shows_them_at_once(
     http: httpx.Client, issuer_url: str, pr: ForkRun, sim: GitHubSim
 ) -> None:
-    claim = _claim(http, issuer_url, pr)
-    job = pr.job("build")  # started: only the runner's "Set up job" has finished
-    response = http.post(
-        claim["exchange_url"],
-        params={"wait": "1"},
-        headers=bearer(claim),
-        timeout=10,
-    )
-    assert response.status_code == 202
-    assert _requests_to(sim, f"/check-runs/{job.id}/annotations") == 0
-
-
-def test_a_notice_is_read_once_its_step_finishes_while_the_job_goes_on(
-    http: httpx.Client, issuer_url: str, pr: ForkRun, sim: GitHubSim
-) -> None:
-    claim = _claim(http, issuer_url, pr)
-    job = pr.job("test")
-    sim.start_step(job, "Claim", script="issuer token claim")
-    sim.print_line(job, claim["challenge_line"])
-    sim.finish_step(job)
-    sim.start_step(job, "Exchange", script="issuer token exchange")
-    response = http.post(
-        claim["exchange_url"],
-        params={"wait": "10"},
-        headers=bearer(claim),
-        timeout=20,
-    )
-    assert response.status_code == 200, response.text
-    assert _requests_to(sim, f"/check-runs/{job.id}/annotations") == 1
-
-
-def test_a_claim_made_and_exchanged_in_one_step_is_seen_through_its_annotation(
-    http: httpx.Client, issuer_url: str, pr: ForkRun, sim: GitHubSim
-) -> None:
+    """They cannot be tied to the step that made them: not proof, so not worth a request."""
+    sim.settings.annotation_timing = "immediate"
     claim = _claim(http, issuer_url, pr)
     job = pr.job("test")
     sim.start_step(job, "Token", script="issuer token")
-    sim.print_line(job, claim["challenge_line"])  # annotations appear at once (the default)
+    sim.elapse(job, 2.0)
+    sim.print_line(job, claim["challenge_line"])
+    sim.finish_step(job)
+    sim.start_step(job, "Test", script="npm test")
     response = http.post(
-        claim["exchange_url"],
-        params={"wait": "15"},
-        headers=bearer(claim),
-        timeout=25,
+        claim["exchange_url"], params={"wait": "2"}, headers=bearer(claim), timeout=10
     )
-    assert response.status_code == 200, response.text
+    assert response.status_code == 202
+    assert _requests_to(sim, f"/check-runs/{job.id}/annotations") == 0
 
 
 def test_the_watch_stops_asking_github_once_every_claim_was_seen(
@@ -136,3 +105,48 @@ def test_the_watch_stops_asking_github_once_every_claim_was_seen(
     asyncio.run(asyncio.sleep(2.5))
     with sim.lock:
         assert len(sim.request_log) == before
+
+
+def test_a_log_over_the_size_cap_leaves_the_claim_pending_saying_why(
+    http: httpx.Client,
+    issuer_url: str,
+    pr: ForkRun,
+    sim: GitHubSim,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 64 MiB log: read up to the cap (32 MiB) and no further, nothing of it counts, the
+    exchange says so, and the issuer's log has a line about it; never a hang."""
+    caplog.set_level(logging.WARNING, logger="issuer.github.client")
+    claim = _claim(http, issuer_url, pr)
+    job = pr.job("big")
+    pr.client_step(job, claim["challenge_line"], *("x" * 1024 * 1024 for _ in range(64)))
+    sim.finish_job(job)
+    response = http.post(
+        claim["exchange_url"], params={"wait": "3"}, headers=bearer(claim), timeout=20
+    )
+    assert response.status_code == 202
+    assert "not read, their logs being over 32 MiB: big" in response.json()["error_description"]
+    assert f"job {job.id}: its log is over 33554432 bytes; not scanned" in caplog.text
+
+
+def test_ten_thousand_code_shaped_strings_leave_the_claims_token_on_its_way(
+    http: httpx.Client, github: BackgroundServer, redis_url: str, pr: ForkRun, sim: GitHubSim
+) -> None:
+    """The client's step prints 10,000 lines shaped like challenges (of no claim) beside the
+    claim's own, on an issuer over Redis: only the pending claim's code is recorded, and it
+    gets its token."""
+    store = RedisStore.from_url(redis_url)
+    with issuer_in_thread(github.url_of(0), store=store) as (url, _config):
+        claim = _claim(http, url, pr)
+        job = pr.job("relay")
+        spam = (challenge_line(new_code()) for _ in range(10_000))
+        pr.client_step(job, *spam, claim["challenge_line"])
+        sim.finish_job(job)
+        response = http.post(
+            claim["exchange_url"], params={"wait": "15"}, headers=bearer(claim), timeout=25
+        )
+        assert response.status_code == 200, response.text
+    raw = redis.Redis.from_url(redis_url)
+    sightings = raw.hkeys(tagged(f"run:{pr.upstream.full_name.lower()}:{pr.run.id}:0", "sightings"))
+    raw.close()
+    assert set(sightings) == {b"~memo", claim["challenge_code"].encode()}

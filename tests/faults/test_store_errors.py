@@ -41,11 +41,12 @@ def test_a_store_error_as_a_watch_starts_does_not_leave_the_run_unwatched(
     sim: GitHubSim, issuer_url: str, raw_redis: redis.Redis
 ) -> None:
     pr = fork_run(sim)
-    raw_redis.hset(_run_key(pr, "memo"), "broken", "1")  # the watch's first read fails
+    # The memo is a field of the sightings hash: a plain value there fails the watch's first read.
+    raw_redis.set(_run_key(pr, "sightings"), "broken")
     claim = httpx.post(f"{issuer_url}/claim", json=pr.claim_body())
     assert claim.status_code == 201, claim.text
     wait_until(lambda: raw_redis.exists(_run_key(pr, "lease")) == 0, "the failed watch to end")
-    raw_redis.delete(_run_key(pr, "memo"))
+    raw_redis.delete(_run_key(pr, "sightings"))
     pr.print_and_finish(pr.job("claim"), claim.json()["challenge_line"])
     answer = exchange_until_done(claim.json()["exchange_url"], claim.json()["claim_id"], timeout=20)
     assert answer.status_code == 200, answer.text

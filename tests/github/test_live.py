@@ -66,7 +66,7 @@ async def test_a_code_printed_in_an_earlier_step_of_the_running_job_is_found(
 ) -> None:
     code = new_code()
     sim.start_step(job, "Claim", script="issuer token claim")
-    sim.print_line(job, payload(code), color="cyan")
+    sim.print_line(job, "::notice::" + payload(code))
     sim.start_step(job, "Exchange", script="issuer token exchange")
     found = await make_channel().codes_in_running_job(UPSTREAM, fork_run.id, facts(job))
     assert found == {code}
@@ -179,4 +179,5 @@ def test_later_lines_of_a_multi_line_entry_are_not_lines_of_their_own() -> None:
 
 def test_untimestamped_lines_are_read_too() -> None:
     code = new_code()
-    assert codes_in_lines([f"##[notice]{payload(code)}"]) == {code}
+    header = ["##[group]Run issuer token", "\x1b[36;1missuer token\x1b[0m", "##[endgroup]"]
+    assert codes_in_lines([*header, f"##[notice]{payload(code)}"]) == {code}

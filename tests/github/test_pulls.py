@@ -26,16 +26,32 @@ async def test_the_pull_request_of_a_fork_run_is_found_through_the_pulls_list(
     assert found == PullRequestFacts(number=1, base_ref="main", head_ref="patch-1")
 
 
-async def test_a_run_that_lists_its_pull_request_costs_no_request(
+async def test_a_run_that_lists_its_pull_request_gets_it_through_the_same_checks(
     sim: GitHubSim, make_client: MakeClient, upstream: SimRepo
 ) -> None:
     sim.add_token("ghp_reader")
     same_repo = sim.create_run(upstream, head_branch="feature", base_branch="develop")
     run = await run_facts(make_client, same_repo)
+    assert [pr.number for pr in run.pull_requests] == [1]
     github = make_client(("ghp_reader",))
     found = await find_pull_request(github, run)
     assert found == PullRequestFacts(number=1, base_ref="develop", head_ref="feature")
-    assert github.counted_requests == 0
+    assert github.counted_requests == 1
+
+
+async def test_a_run_listing_another_pull_request_gets_its_own_or_none(
+    sim: GitHubSim, make_client: MakeClient, upstream: SimRepo, fork_run: SimRun
+) -> None:
+    """GitHub lists pull requests matched by head branch or SHA: here the fork's pull request
+    #1 (its head branch is also ``patch-1``) for an upstream branch's run, whose own is #2."""
+    sim.add_token("ghp_reader")
+    same_repo = sim.create_run(upstream, head_branch="patch-1", base_branch="develop")
+    assert same_repo.pull_request is not None and same_repo.pull_request.number == 2
+    same_repo.pull_request = fork_run.pull_request
+    run = await run_facts(make_client, same_repo)
+    assert [(pr.number, pr.base_ref) for pr in run.pull_requests] == [(1, "main")]
+    found = await find_pull_request(make_client(("ghp_reader",)), run)
+    assert found == PullRequestFacts(number=2, base_ref="develop", head_ref="patch-1")
 
 
 async def test_a_pull_request_pushed_to_since_the_run_is_not_named(

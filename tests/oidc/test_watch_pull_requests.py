@@ -1,15 +1,16 @@
-"""The pull request of a fork's run: looked up once per run, again only if the lookup failed."""
+"""The pull request of a run: looked up once per run through the finder, whatever the run lists."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any, cast
 
 import pytest
 
-from issuer.github.channels import ANNOTATION, Sighting
+from issuer.github.channels import LOG, Sighting
 from issuer.github.errors import GitHubUnavailable
 from issuer.github.facts import JobFacts, PullRequestFacts, RepoFacts, RunFacts
 from issuer.oidc.runs import Memo, RunKey
@@ -44,16 +45,17 @@ PULL = PullRequestFacts(number=5, base_ref="main", head_ref="patch-1")
 class ScriptedReader:
     """Each look finds the codes printed so far, each in its own job."""
 
-    def __init__(self) -> None:
+    def __init__(self, run: RunFacts = RUN) -> None:
         self.printed: list[str] = []
+        self.run = run
 
     async def look(self, key: RunKey, memo: Memo, **_: Any) -> Look:
         found = {
-            code: Sighting(job, f"job {job}", ANNOTATION, "GitHub Actions")
+            code: Sighting(job, f"job {job}", LOG, "GitHub Actions")
             for job, code in enumerate(self.printed, start=1)
         }
         jobs = [JobFacts(s.job_id, s.job_name, "in_progress", 1, None) for s in found.values()]
-        return Look(RUN, jobs, found)
+        return Look(self.run, jobs, found)
 
 
 class PullLookups:
@@ -131,5 +133,23 @@ async def test_a_failed_pull_request_lookup_is_tried_again_at_the_next_sighting(
         reader.printed.append("code-b")
         assert (await sighting(store, "code-b"))["pull_request_number"] == str(PULL.number)
         assert lookups.calls == 2
+    finally:
+        await replica.close()
+
+
+async def test_a_run_listing_another_pull_request_gets_the_finders_one(
+    store: MemoryStore,
+) -> None:
+    """GitHub lists pull requests matched by head branch or SHA: the listed one (#99) is not
+    taken; the token names the pull request the finder vouched for."""
+    listed = PullRequestFacts(number=99, base_ref="release", head_ref="patch-1")
+    reader = ScriptedReader(replace(RUN, pull_requests=(listed,)))
+    lookups = PullLookups(failures=0)
+    replica = watches(store, reader, lookups)
+    try:
+        await replica.claimed(KEY, "code-a", 2_000_000_000)
+        reader.printed.append("code-a")
+        identity = await sighting(store, "code-a")
+        assert (identity["pull_request_number"], identity["base_ref"]) == ("5", "main")
     finally:
         await replica.close()

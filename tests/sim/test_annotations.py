@@ -14,6 +14,8 @@ from tests.sim.support import UPSTREAM, links
 
 @pytest.fixture
 def job(sim: GitHubSim, fork_run: SimRun) -> SimJob:
+    # These tests read what annotations say; when they become visible is tested on its own.
+    sim.settings.annotation_timing = "immediate"
     job = sim.add_job(fork_run, "claim")
     sim.start_step(job, "claim", script="issuer token claim")
     return job
@@ -93,6 +95,10 @@ def test_step_end_annotations_appear_when_their_step_ends(
     assert messages(api, job) == []
     sim.start_step(job, "exchange", script="issuer token exchange")
     assert messages(api, job) == ["challenge abc"]
+
+
+def test_annotations_appear_at_the_end_of_the_job_by_default() -> None:
+    assert GitHubSim().settings.annotation_timing == "job_end"
 
 
 def test_job_end_annotations_appear_only_when_the_job_ends(

@@ -239,3 +239,40 @@ def test_a_job_added_with_a_bad_action_is_not_added(
     assert response.json()["error"].startswith("actions[1]: do must be one of")
     run = sim.run(run_id)
     assert run is not None and run.jobs == []
+
+
+def test_a_uses_step_shows_its_action_and_inputs_in_its_header(
+    control: httpx.Client, run_id: int
+) -> None:
+    job = add_job(control, run_id)
+    body = {"name": "oidc", "action": "x/y@v1", "inputs": {"mode": "relay", "empty": ""}}
+    assert script(control, job, [{"do": "start"}, {"do": "step", **body}]).status_code == 200
+    log = log_texts(control.get(f"/jobs/{job}/log").text)
+    assert log[-4:] == ["##[group]Run x/y@v1", "with:", "  mode: relay", "##[endgroup]"]
+
+
+def test_a_step_with_both_a_script_and_an_action_is_400(control: httpx.Client, run_id: int) -> None:
+    job = add_job(control, run_id)
+    step = {"do": "step", "name": "s", "script": "true", "action": "x/y@v1"}
+    assert script(control, job, [{"do": "start"}, step]).status_code == 400
+
+
+def test_elapse_moves_the_job_runners_clock_without_waiting(
+    control: httpx.Client, sim: GitHubSim, run_id: int
+) -> None:
+    job = add_job(control, run_id)
+    actions = [
+        {"do": "start"},
+        {"do": "step", "name": "s", "script": "true"},
+        {"do": "elapse", "seconds": 30},
+        {"do": "print", "text": "later"},
+    ]
+    assert script(control, job, actions).status_code == 200
+    [step] = [s for s in sim.job(job).steps if s.name == "s"]  # type: ignore[union-attr]
+    [printed] = [e for e in sim.job(job).log if e.text == "later"]  # type: ignore[union-attr]
+    assert printed.timestamp - step.started_at >= 30
+
+
+def test_elapse_out_of_range_is_400(control: httpx.Client, run_id: int) -> None:
+    job = add_job(control, run_id)
+    assert control.post(f"/jobs/{job}/elapse", json={"seconds": -1}).status_code == 400

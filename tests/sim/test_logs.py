@@ -181,11 +181,38 @@ def test_the_log_starts_with_a_bom_and_every_line_with_a_7_digit_utc_timestamp(
 def test_a_message_with_embedded_newlines_continues_without_timestamps(
     api: httpx.Client, sim: GitHubSim, job: SimJob
 ) -> None:
-    log = read_log(api, finished(sim, job, "first\nsecond\nthird").id)
+    log = read_log(api, finished(sim, job, "::warning::first%0Asecond%0Athird").id)
     lines = log.removeprefix("\ufeff").splitlines()
-    at = next(i for i, line in enumerate(lines) if line.endswith(" first"))
+    at = next(i for i, line in enumerate(lines) if line.endswith(" ##[warning]first"))
     assert LOG_LINE.match(lines[at])
     assert lines[at + 1 : at + 3] == ["second", "third"]
+
+
+@pytest.mark.parametrize("separator", ["\n", "\r", "\r\n"])
+def test_printed_text_is_split_into_lines_as_the_runner_reads_them(
+    api: httpx.Client, sim: GitHubSim, job: SimJob, separator: str
+) -> None:
+    log = read_log(api, finished(sim, job, f"first{separator}second").id)
+    lines = log.removeprefix("\ufeff").splitlines()
+    at = next(i for i, line in enumerate(lines) if line.endswith(" first"))
+    assert LOG_LINE.match(lines[at + 1]) and lines[at + 1].endswith(" second")
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\x85", "\x0b", "\x1c"])
+def test_other_unicode_separators_do_not_end_a_line(
+    api: httpx.Client, sim: GitHubSim, job: SimJob, separator: str
+) -> None:
+    log = read_log(api, finished(sim, job, f"first{separator}second").id)
+    assert f" first{separator}second\n" in log
+
+
+def test_a_legacy_command_in_the_middle_of_a_line_becomes_a_line_of_its_own(
+    api: httpx.Client, sim: GitHubSim, job: SimJob
+) -> None:
+    log = read_log(api, finished(sim, job, "npm WARN deprecated x@1: ##[notice]hello").id)
+    assert any(
+        LOG_LINE.match(line) and line.endswith(" ##[notice]hello") for line in log.split("\n")
+    )
 
 
 def test_a_run_step_echoes_its_script_shell_and_env_in_a_group_before_its_output(

@@ -197,6 +197,13 @@ async def test_read_many_reads_values_and_hash_fields_in_order(store: Store) -> 
     assert await store.read_many(reads) == [b"1", b"2", None, None]
 
 
+async def test_a_hash_write_of_ten_thousand_fields_lands_whole(store: Store) -> None:
+    """One command, however many fields (Lua's `unpack` of them all overflowed its stack)."""
+    fields = {f"field-{i:05d}": str(i).encode() for i in range(10_000)}
+    await store.write_many([HashPut("big", fields, ttl=60)])
+    assert await store.hash_get_all("big") == fields
+
+
 async def test_read_many_of_nothing_is_empty(store: Store) -> None:
     assert await store.read_many([]) == []
 
