@@ -229,8 +229,8 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 
 def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
-    """The template of the route ``scope`` is for (``/exchange/{claim_id}``), never the raw
-    path: a label must not hold a capability, nor take unbounded values."""
+    """The template of the route ``scope`` is for (``/admin/trust/{relationship_id}``), never
+    the raw path: a label must not hold a capability, nor take unbounded values."""
     for route in routes:
         match, _ = route.matches(scope)
         if match is not Match.NONE:

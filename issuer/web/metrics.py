@@ -2,8 +2,8 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-# Labelled by route *template* (``/exchange/{claim_id}``), never the raw path: a claim id in a
-# path is a capability, and raw paths would make the label set unbounded.
+# Labelled by route *template* (``/builders/{builder_id}/release``), never the raw path: a
+# path may hold a capability, and raw paths would make the label set unbounded.
 HTTP_LATENCY = Histogram(
     "issuer_http_request_duration_seconds",
     "Time to answer an HTTP request, by route template and method",
