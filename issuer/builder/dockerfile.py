@@ -24,6 +24,9 @@ _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z]+)\s*=\s*(\S+)\s*$")
 _VARIABLE = re.compile(
     r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-+]([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))"
 )
+_PATH = re.compile(
+    r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+)
 _REFERENCE = re.compile(
     r"^(?:(?P<host>[A-Za-z0-9.-]+(?::[0-9]+)?|\[[0-9a-fA-F:]+\](?::[0-9]+)?)/)?"
     r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
@@ -64,6 +67,8 @@ def parse_reference(text: str) -> ImageReference:
     host, path = match["host"], match["path"]
     if host is not None and not ("." in host or ":" in host or host == "localhost"):
         host, path = None, f"{host}/{path}"
+        if _PATH.match(path) is None:
+            raise DockerfileError(f"{text!r} is not an image reference")
     if host is None:
         host = DOCKER_HUB
         if "/" not in path:
