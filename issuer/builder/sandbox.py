@@ -252,48 +252,58 @@ class Confinement:
 
     def kill_all(self) -> None:
         """SIGKILL every process left in the builder's cgroups."""
-        for group in self.groups:
-            with contextlib.suppress(OSError):
-                kill = group / "cgroup.kill"
-                if kill.exists():
-                    kill.write_text("1")
-                    continue
-            with contextlib.suppress(OSError, ValueError):
-                for pid in (group / "cgroup.procs").read_text().split():
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(int(pid), signal.SIGKILL)
+        kill_groups(self.groups)
 
     def remove(self) -> None:
-        """Kill what is left in the builder's cgroups and remove them (a cgroup cannot be
-        removed until its last process has gone: wait up to a second for that)."""
-        self.kill_all()
-        for group in self.groups:
-            for _ in range(50):
-                try:
-                    group.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.02)
+        """Kill what is left in the builder's cgroups and remove them."""
+        remove_groups(self.groups)
         self.groups = []
+
+
+def kill_groups(groups: list[Path]) -> None:
+    """SIGKILL every process left in ``groups`` (v2's cgroup.kill, else each pid)."""
+    for group in groups:
+        with contextlib.suppress(OSError):
+            kill = group / "cgroup.kill"
+            if kill.exists():
+                kill.write_text("1")
+                continue
+        with contextlib.suppress(OSError, ValueError):
+            for pid in (group / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(pid), signal.SIGKILL)
+
+
+def remove_groups(groups: list[Path]) -> None:
+    """Kill what is left in ``groups`` and remove them (a cgroup cannot be removed until its
+    last process has gone: wait up to a second for that)."""
+    kill_groups(groups)
+    for group in groups:
+        for _ in range(50):
+            try:
+                group.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.02)
 
 
 def discard_cgroups(name: str, cgroup_root: Path = Path("/sys/fs/cgroup")) -> None:
     """Remove a builder's cgroups, killing what is left in them, whoever made them: the
     service calls this once a builder's process has ended, however it ended (a builder
     killed outright could not clean up after itself)."""
-    confinement = Confinement.__new__(Confinement)
-    confinement.groups = [
-        group
-        for group in (
-            cgroup_root / "issuer-builders" / name,
-            cgroup_root / "memory" / "issuer-builders" / name,
-            cgroup_root / "pids" / "issuer-builders" / name,
-        )
-        if group.is_dir()
-    ]
-    confinement.remove()
+    remove_groups(
+        [
+            group
+            for group in (
+                cgroup_root / "issuer-builders" / name,
+                cgroup_root / "memory" / "issuer-builders" / name,
+                cgroup_root / "pids" / "issuer-builders" / name,
+            )
+            if group.is_dir()
+        ]
+    )
 
 
 class Sandbox:

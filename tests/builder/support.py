@@ -220,3 +220,16 @@ def certificate_chain(key: RSAKey) -> list[str]:
     )
     der = certificate.public_bytes(serialization.Encoding.DER)
     return [base64.b64encode(der).decode()]
+
+
+def file_in_layers(manifest: dict[str, Any], blob: Callable[[str], bytes], name: str) -> bytes:
+    """A file of an image as a container would see it: the top layer that holds ``name``
+    (``blob`` reads a layer by its digest, from a registry or an OCI archive)."""
+    for layer in reversed(manifest["layers"]):
+        with tarfile.open(fileobj=io.BytesIO(blob(layer["digest"]))) as files:
+            for member in files.getmembers():
+                if member.name.lstrip("./") == name and member.isfile():
+                    content = files.extractfile(member)
+                    assert content is not None
+                    return content.read()
+    raise AssertionError(f"{name} is in no layer of the image")

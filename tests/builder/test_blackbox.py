@@ -5,7 +5,6 @@ simulator, and attacks on the exchange. Only HTTP and the command line, over loo
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import subprocess
@@ -23,7 +22,7 @@ from issuer.sim import GitHubSim, SimSettings
 from issuer.sim.serve import serve_sim
 from issuer.web.serving import BackgroundServer
 from tests.builder.processes import BuilderProcess
-from tests.builder.support import ADMIN_TOKEN, b64, context
+from tests.builder.support import ADMIN_TOKEN, b64, context, file_in_layers
 from tests.client.runner import read_outputs
 from tests.e2e.harness import GITHUB_TOKEN, IssuerProcess, fork_run
 from tests.image_registry import ImageRegistry
@@ -262,15 +261,9 @@ def pull_file(registry: str, repository: str, tag: str, name: str) -> bytes:
     base = f"http://{registry}/v2/{repository}"
     accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
     manifest = httpx.get(f"{base}/manifests/{tag}", headers=accept).json()
-    for layer in reversed(manifest["layers"]):
-        blob = httpx.get(f"{base}/blobs/{layer['digest']}").content
-        with tarfile.open(fileobj=io.BytesIO(blob)) as archive:
-            for member in archive.getmembers():
-                if member.name.lstrip("./") == name and member.isfile():
-                    extracted = archive.extractfile(member)
-                    assert extracted is not None
-                    return extracted.read()
-    raise AssertionError(f"{name} is in no layer of {repository}:{tag}")
+    return file_in_layers(
+        manifest, lambda digest: httpx.get(f"{base}/blobs/{digest}").content, name
+    )
 
 
 def test_a_replayed_token_is_refused(world: World) -> None:

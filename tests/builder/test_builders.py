@@ -25,7 +25,7 @@ from issuer.builder.backend import STOP_EXPIRED, BuilderSpec
 from issuer.builder.imagebuild import ImageSettings
 from issuer.builder.process import BuilderProcesses
 from tests.builder.conftest import RunningService, ServiceMaker, exchange
-from tests.builder.support import ADMIN_TOKEN, FakeIssuer, context
+from tests.builder.support import ADMIN_TOKEN, FakeIssuer, context, file_in_layers
 from tests.image_registry import ImageRegistry
 
 pytestmark = pytest.mark.usefixtures("trusted")
@@ -123,27 +123,17 @@ def file_in_image(granted: Granted, name: str) -> bytes:
     assert response.status_code == 200, response.text
     with tarfile.open(fileobj=io.BytesIO(response.content)) as archive:
 
-        def blob(digest: str) -> bytes:
-            extracted = archive.extractfile("blobs/sha256/" + digest.removeprefix("sha256:"))
+        def read(member: str) -> bytes:
+            extracted = archive.extractfile(member)
             assert extracted is not None
             return extracted.read()
 
-        index = json.loads(blob_of(archive, "index.json"))
+        def blob(digest: str) -> bytes:
+            return read("blobs/sha256/" + digest.removeprefix("sha256:"))
+
+        index = json.loads(read("index.json"))
         manifest = json.loads(blob(index["manifests"][0]["digest"]))
-        for layer in reversed(manifest["layers"]):
-            with tarfile.open(fileobj=io.BytesIO(blob(layer["digest"]))) as files:
-                for member in files.getmembers():
-                    if member.name.lstrip("./") == name and member.isfile():
-                        content = files.extractfile(member)
-                        assert content is not None
-                        return content.read()
-    raise AssertionError(f"{name} is in no layer of the image")
-
-
-def blob_of(archive: tarfile.TarFile, name: str) -> bytes:
-    extracted = archive.extractfile(name)
-    assert extracted is not None
-    return extracted.read()
+        return file_in_layers(manifest, blob, name)
 
 
 @pytest.fixture

@@ -7,10 +7,8 @@ test_builder_privileges.py under a bounding set of capabilities)."""
 from __future__ import annotations
 
 import asyncio
-import io
 import shutil
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -18,16 +16,7 @@ import httpx
 
 from issuer.builder.imagebuild import BuildRequest, ImageBuild, ImageSettings
 from issuer.builder.sandbox import Confinement, Limits, Slot, id_blocks, id_lock_directory
-
-
-def _context(dockerfile: str) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        data = dockerfile.encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+from tests.builder.support import context
 
 
 async def build(
@@ -41,7 +30,7 @@ async def build(
     try:
         async with httpx.AsyncClient() as http:
             image_build = ImageBuild(scratch, slot.block, settings, confinement, http)
-            image_build.prepare(_context(dockerfile))
+            image_build.prepare(context({"Dockerfile": dockerfile}))
             last: dict[str, object] = {}
             async for line in image_build.run(BuildRequest(), seconds):
                 last = line
