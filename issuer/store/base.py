@@ -65,6 +65,25 @@ class Delete:
 Write = Put | HashPut | Bump | Delete
 
 
+@dataclass(frozen=True)
+class Draw:
+    """The answer of :meth:`Store.draw`."""
+
+    index: int | None  # the bucket that paid, as an index into the keys; None: none could
+    wait: float  # when none could: seconds until the fullest holds the floor plus the cost
+    level: float  # the points left in the bucket that paid, or in the fullest one
+
+
+def check_draw(
+    keys: Sequence[str], cost: float, rate: float, capacity: float, floor: float
+) -> None:
+    """Refuse a draw that could never be served, before it reaches a store."""
+    if not keys:
+        raise ValueError("a draw needs at least one bucket")
+    if cost <= 0 or rate <= 0 or floor < 0 or floor + cost > capacity:
+        raise ValueError("a draw needs 0 < cost, 0 < rate and 0 <= floor <= capacity - cost")
+
+
 class Store(Protocol):
     async def get(self, key: str) -> bytes | None:
         """The value, or None when absent or expired."""
@@ -112,6 +131,15 @@ class Store(Protocol):
 
     async def hash_delete(self, key: str, *fields: str) -> int:
         """How many of ``fields`` existed."""
+
+    async def draw(
+        self, keys: Sequence[str], cost: float, *, rate: float, capacity: float, floor: float = 0
+    ) -> Draw:
+        """Token buckets, one per key (an absent key is a full bucket): refill each at ``rate``
+        points a second up to ``capacity``, by the store's own clock, then take ``cost`` from
+        the fullest (ties: the first) if that leaves it at ``floor`` or above; else take
+        nothing and say how long until it would. Atomic across replicas, in one round trip;
+        the keys must share a hash tag. A bucket's key expires once it would be full again."""
 
     async def ping(self) -> bool:
         """True if the store answers."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -12,9 +13,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import NoPermissionError, RedisError
+from redis.exceptions import NoPermissionError, NoScriptError, RedisError
 
-from issuer.store.base import Bump, Get, HashGet, HashPut, Put, Write
+from issuer.store.base import Bump, Draw, Get, HashGet, HashPut, Put, Write, check_draw
 
 # KEYS[1]; ARGV: 1 if the key must be absent, the expected value, the new value, PX or "".
 _COMPARE_AND_SET = """
@@ -53,6 +54,37 @@ if ARGV[1] ~= '' then
 end
 return new
 """
+
+# Token buckets (Store.draw). KEYS: the buckets, in one hash slot, each a string "level at";
+# ARGV: cost, rate (points a second), capacity, floor, the keys' expiry in ms. The time is
+# Redis's own (TIME), so replicas whose clocks differ still see one bucket alike. Answers
+# {index from 1 or 0 for none, wait, level}, numbers as strings (Redis would cut them to
+# integers). The slack is memory.DRAW_SLACK.
+_DRAW = """
+local cost, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local capacity, floor = tonumber(ARGV[3]), tonumber(ARGV[4])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local best, best_level = 0, -1
+for i, key in ipairs(KEYS) do
+  local level = capacity
+  local state = redis.call('GET', key)
+  if state then
+    local was, at = string.match(state, '^(%S+) (%S+)$')
+    was, at = tonumber(was), tonumber(at)
+    if was and at then level = math.min(capacity, was + math.max(0, now - at) * rate) end
+  end
+  if level > best_level then best, best_level = i, level end
+end
+if best_level + 1e-6 < floor + cost then
+  local wait = (floor + cost - best_level) / rate
+  return {0, string.format('%.6f', wait), string.format('%.6f', best_level)}
+end
+local left = best_level - cost
+redis.call('SET', KEYS[best], string.format('%.6f %.6f', left, now), 'PX', ARGV[5])
+return {best, '0', string.format('%.6f', left)}
+"""
+_DRAW_SHA = hashlib.sha1(_DRAW.encode(), usedforsecurity=False).hexdigest()
 
 
 def _ms(ttl: float) -> int:
@@ -96,9 +128,15 @@ class StoreUnavailable(Exception):
     """Redis could not be reached or answered with an error."""
 
 
+class _ScriptMissing(StoreUnavailable):
+    """EVALSHA of a script this Redis has not cached (a new node, a restart): send it whole."""
+
+
 def _unavailable(error: Exception) -> StoreUnavailable:
     """The error's kind, never its text (it could quote a value); a refusal by the Redis ACL
     says where to look, since it is an operator's fix, not a passing fault."""
+    if isinstance(error, NoScriptError):
+        return _ScriptMissing("NoScriptError")
     if isinstance(error, NoPermissionError):
         return StoreUnavailable(
             "NoPermissionError: the Redis ACL user may not run this command on this key "
@@ -313,6 +351,28 @@ class RedisStore:
             return 0
         [removed] = await self._run(lambda pipe: pipe.hdel(self._prefix + key, *fields), 1)
         return int(removed)
+
+    async def draw(
+        self, keys: Sequence[str], cost: float, *, rate: float, capacity: float, floor: float = 0
+    ) -> Draw:
+        """One script, sent by its SHA-1 (EVALSHA) and whole only when Redis lacks it. Not
+        redis-py's ``register_script``: in a pipeline it asks ``SCRIPT EXISTS`` first, a
+        round trip more each time, and its Cluster pipeline cannot run scripts that way."""
+        check_draw(keys, cost, rate, capacity, floor)
+        names = [self._prefix + key for key in keys]
+        args = (repr(float(cost)), repr(float(rate)), repr(float(capacity)), repr(float(floor)))
+        px = _ms(capacity / rate)
+        try:
+            [answer] = await self._run(
+                lambda pipe: pipe.evalsha(_DRAW_SHA, len(names), *names, *args, px), 1
+            )
+        except _ScriptMissing:
+            [answer] = await self._run(
+                lambda pipe: pipe.eval(_DRAW, len(names), *names, *args, px), 1
+            )
+        index, wait, level = answer
+        found = int(index)
+        return Draw(found - 1 if found else None, float(wait), float(level))
 
     async def ping(self) -> bool:
         # Not through a pipeline: a Cluster pipeline has no node to send a keyless PING to.

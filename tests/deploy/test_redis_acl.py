@@ -280,6 +280,15 @@ async def test_the_issuer_store_works_under_the_issuer_user(acl_redis: AclRedis)
         await store.close()
 
 
+async def test_the_issuer_user_may_draw_githubs_pace(acl_redis: AclRedis) -> None:
+    store = redis_store(acl_redis.url("issuer"))
+    try:
+        paid = await store.draw(["{gh:pace}:token-1"], 1, rate=1, capacity=10)
+        assert paid.index == 0
+    finally:
+        await store.close()
+
+
 async def test_the_builder_store_works_under_the_builder_user(acl_redis: AclRedis) -> None:
     store = RedisStore.from_url(acl_redis.url("builder"))  # the builder names its keys builder:
     try:
