@@ -104,6 +104,16 @@ def test_the_wrong_key_encryption_key_is_one_line_naming_it(
     assert line.startswith("issuer: ISSUER_KEY_ENCRYPTION_KEY: does not unwrap")
 
 
+def test_a_bad_github_pace_stops_serve_with_one_line_naming_it() -> None:
+    env = {
+        "ISSUER_URL": "https://issuer.example",
+        "ISSUER_GITHUB_POINTS_PER_MINUTE": "lots",
+        "ISSUER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+    }
+    line = one_line(issuer("serve", "--port", "9", env=env))
+    assert line.startswith("issuer: ISSUER_GITHUB_POINTS_PER_MINUTE: must be a whole number")
+
+
 # --- issuer keys list ------------------------------------------------------------------------
 
 

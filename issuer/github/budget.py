@@ -101,23 +101,37 @@ class Choice:
     wait: float  # when index is None: seconds until the first one is free
 
 
-def choose(
+@dataclass(frozen=True)
+class Ranking:
+    indices: list[int]  # the free credentials, most requests left first; empty: all rest
+    wait: float  # when none is free: seconds until the first one is
+
+
+def rank(
     standings: Sequence[Standing], default_limits: Sequence[int], reserve: int, now: float
-) -> Choice:
-    """The free credential with most requests left (ties: the first configured)."""
-    best: tuple[int, int] | None = None
+) -> Ranking:
+    """The free credentials, most requests left first (ties: the first configured)."""
+    free: list[tuple[int, int]] = []
     soonest = math.inf
     for index, (standing, default) in enumerate(zip(standings, default_limits, strict=True)):
         when = free_at(standing, default, reserve, now)
         if when > now:
             soonest = min(soonest, when)
             continue
-        left = remaining_of(standing, default, now)
-        if best is None or left > best[0]:
-            best = (left, index)
-    if best is not None:
-        return Choice(best[1], 0.0)
-    return Choice(None, soonest - now if soonest != math.inf else 60.0)
+        free.append((-remaining_of(standing, default, now), index))
+    if free:
+        return Ranking([index for _, index in sorted(free)], 0.0)
+    return Ranking([], soonest - now if soonest != math.inf else 60.0)
+
+
+def choose(
+    standings: Sequence[Standing], default_limits: Sequence[int], reserve: int, now: float
+) -> Choice:
+    """The free credential with most requests left (ties: the first configured)."""
+    ranking = rank(standings, default_limits, reserve, now)
+    if ranking.indices:
+        return Choice(ranking.indices[0], 0.0)
+    return Choice(None, ranking.wait)
 
 
 # A replica writes what GitHub says of a budget at most this often, except near the reserve

@@ -11,6 +11,10 @@
   :class:`GitHubRateLimited`. A secondary limit rests the credential for ``retry-after``
   (or a minute, doubling with jitter while they repeat) and raises at once. 5xx and network
   errors are retried twice with jittered exponential backoff; other 4xx never are.
+- Secondary limit: every API request, and every installation token's mint, first draws its
+  points from its credential's budget shared through the store (:mod:`issuer.github.pacing`),
+  waiting as its priority says when points are short; the credential is the one with most
+  points left among those the primary budget allows.
 - At most ``concurrency`` requests to GitHub at once in this process (API, log downloads,
   and the web-UI live-log channel, which borrows :attr:`GitHubClient.limiter`).
 - Pagination follows the ``Link`` header; page URLs are never built here.
@@ -36,7 +40,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from issuer.github.app_auth import GitHubApp
-from issuer.github.budget import Budget, BudgetBoard, Rest, Standing, choose
+from issuer.github.budget import Budget, BudgetBoard, Rest, Standing, choose, rank
 from issuer.github.credentials import (
     AnonymousCredential,
     Credential,
@@ -51,6 +55,7 @@ from issuer.github.errors import (
     GitHubUnavailable,
 )
 from issuer.github.metrics import GITHUB_CONDITIONAL, GITHUB_REQUESTS, GITHUB_RESTS
+from issuer.github.pacing import DEFAULT_POINTS_PER_MINUTE, GET_COST, WRITE_COST, Pacer
 from issuer.github.shards import ClientShards
 from issuer.store import Store
 
@@ -132,12 +137,15 @@ class GitHubClient:
         timeout: float = 10.0,
         reserve: int = DEFAULT_RESERVE,
         concurrency: int = DEFAULT_CONCURRENCY,
+        points_per_minute: int | None = DEFAULT_POINTS_PER_MINUTE,
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
         """``tokens`` and ``credentials`` (e.g. App installations) together; with neither,
-        requests go out unauthenticated. ``clock`` is epoch seconds (GitHub's resets are)."""
+        requests go out unauthenticated. ``points_per_minute`` is each credential's pace
+        under GitHub's secondary limit (None: unpaced). ``clock`` is epoch seconds (GitHub's
+        resets are); the pace is kept by the store's clock."""
         if reserve < 0 or concurrency < 1:
             raise ValueError("reserve must be >= 0 and concurrency >= 1")
         self.api_url = api_url.rstrip("/")
@@ -154,6 +162,7 @@ class GitHubClient:
         self._reserve = reserve
         self._clock = clock
         self._sleep = sleep
+        self._pacer = Pacer(store, points_per_minute, sleep)
         self._random = rng or random.Random()  # noqa: S311 - jitter, not secrecy
         self._not_before: dict[str, float] = {}  # this process only: young installation tokens
         self.limiter = asyncio.Semaphore(concurrency)
@@ -180,6 +189,11 @@ class GitHubClient:
         )
 
     @property
+    def points_per_minute(self) -> int | None:
+        """Each credential's pace under GitHub's secondary limit (None: unpaced)."""
+        return self._pacer.points_per_minute
+
+    @property
     def credential_names(self) -> list[str]:
         return [c.name for c in self._credentials]
 
@@ -199,25 +213,43 @@ class GitHubClient:
         seen = [self._with_local_rest(s, now) for s in standings]
         return choose(seen, defaults, self._reserve, now).index is not None
 
-    async def _pick(self, also: list[str]) -> tuple[Credential, Standing, list[bytes | None]]:
-        """The credential with most budget left that is not resting, and the values of the
-        keys ``also``, read with the standings. When every one rests but one is free within
-        a few seconds (a brand-new installation token), wait for it rather than fail."""
-        names = [c.name for c in self._credentials]
-        defaults = [c.default_limit for c in self._credentials]
-        for _ in range(3):
+    async def _pick(
+        self, also: list[str], cost: int = GET_COST
+    ) -> tuple[Credential, Standing, list[bytes | None]]:
+        """The credential to send on, its points drawn, and the values of the keys ``also``
+        read with the standings (once: a wait for points does not read them again).
+
+        Among the credentials the primary budget allows (not resting, above the reserve), the
+        one with most points left pays (:mod:`issuer.github.pacing`); when none has the points
+        for the request's priority, sleep a little and look again. When every credential rests
+        but one is free within a few seconds (a brand-new installation token), wait for it
+        rather than fail."""
+        credentials = self._credentials
+        names = [c.name for c in credentials]
+        defaults = [c.default_limit for c in credentials]
+        values: list[bytes | None] | None = None
+        resting = 0
+        while True:
             now = self._clock()
-            standings, values = await self._budget.read(names, also)
+            standings, read = await self._budget.read(names, also if values is None else ())
+            values = read if values is None else values
             seen = [self._with_local_rest(s, now) for s in standings]
-            choice = choose(seen, defaults, self._reserve, now)
-            if choice.index is not None:
-                return self._credentials[choice.index], standings[choice.index], values
-            if choice.wait > SHORT_WAIT:
+            ranking = rank(seen, defaults, self._reserve, now)
+            if ranking.indices:
+                drawn = await self._pacer.draw([names[i] for i in ranking.indices], cost)
+                if drawn.index is not None:
+                    index = ranking.indices[drawn.index]
+                    return credentials[index], standings[index], values
+                await self._pacer.nap(drawn)
+                continue
+            if ranking.wait > SHORT_WAIT:
                 raise GitHubRateLimited(
-                    "every GitHub credential is resting", retry_after=math.ceil(choice.wait)
+                    "every GitHub credential is resting", retry_after=math.ceil(ranking.wait)
                 )
-            await self._sleep(choice.wait)
-        raise GitHubUnavailable("no GitHub credential became usable", retry_after=5)
+            await self._sleep(ranking.wait)
+            resting += 1
+            if resting == 3:
+                raise GitHubUnavailable("no GitHub credential became usable", retry_after=5)
 
     def _with_local_rest(self, standing: Standing, now: float) -> Standing:
         """Add this process's own rests (young installation tokens) to the shared ones."""
@@ -243,6 +275,7 @@ class GitHubClient:
         """POST /app/installations/{id}/access_tokens with the App's JWT."""
         url = f"{self.api_url}/app/installations/{installation_id}/access_tokens"
         endpoint = "/app/installations/{}/access_tokens"
+        await self._pacer.take(app.name, WRITE_COST)  # the App's own budget: its JWT's
         headers = {"Authorization": f"Bearer {app.jwt()}"}
         try:
             async with self.limiter, self._api.client() as api:

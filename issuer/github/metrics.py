@@ -9,6 +9,10 @@
 - ``issuer_github_rests_total{credential,reason}``: a credential set aside (primary or
   secondary rate limit, refused credential).
 - ``issuer_github_web_requests_total{endpoint,status}``: the web-UI live-log channel.
+- ``issuer_github_points_total{credential,priority}``: points drawn under the secondary
+  limit (:mod:`issuer.github.pacing`), by the priority of the request that drew them.
+- ``issuer_github_pacing_wait_seconds_total{priority}``: seconds requests slept waiting for
+  points; its rate is how many requests wait at once, on average.
 """
 
 from __future__ import annotations
@@ -44,4 +48,14 @@ GITHUB_WEB_REQUESTS = Counter(
     "issuer_github_web_requests_total",
     "Requests to GitHub's web UI by the live-log channel, by endpoint and status",
     ["endpoint", "status"],
+)
+GITHUB_POINTS = Counter(
+    "issuer_github_points",
+    "Points drawn from a credential's budget under GitHub's secondary limit, by priority",
+    ["credential", "priority"],
+)
+GITHUB_PACING_WAIT = Counter(
+    "issuer_github_pacing_wait_seconds",
+    "Seconds requests slept waiting for points under GitHub's secondary limit, by priority",
+    ["priority"],
 )

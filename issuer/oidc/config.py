@@ -40,6 +40,7 @@ class IssuerConfig:
     github_app_installations: tuple[int, ...] = ()
     github_reserve: int = 100
     github_concurrency: int = 16
+    github_points_per_minute: int = 720  # each credential's pace under the secondary limit
     github_web_session: str | None = field(default=None, repr=False)  # a login cookie
     github_web_url: str | None = None  # None: derived from github_api_url
     metrics_address: Address = METRICS_ADDRESS  # /metrics: never on the public port
@@ -104,6 +105,9 @@ class IssuerConfig:
             github_app_installations=installations,
             github_reserve=_whole(env, "ISSUER_GITHUB_RESERVE", 100, low=0, high=100000),
             github_concurrency=_whole(env, "ISSUER_GITHUB_CONCURRENCY", 16, low=1, high=100),
+            github_points_per_minute=_whole(
+                env, "ISSUER_GITHUB_POINTS_PER_MINUTE", 720, low=60, high=100000
+            ),
             github_web_session=_web_session(env),
             github_web_url=web_url,
             metrics_address=parse_address(

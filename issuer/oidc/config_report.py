@@ -39,6 +39,7 @@ SETTINGS: dict[str, Setting] = {
     "github_app_installations": Setting("ISSUER_GITHUB_APP_INSTALLATIONS", "none"),
     "github_reserve": Setting("ISSUER_GITHUB_RESERVE"),
     "github_concurrency": Setting("ISSUER_GITHUB_CONCURRENCY"),
+    "github_points_per_minute": Setting("ISSUER_GITHUB_POINTS_PER_MINUTE"),
     "github_web_session": Setting("ISSUER_GITHUB_WEB_SESSION", "live-log channel off", secret=True),
     "github_web_url": Setting("ISSUER_GITHUB_WEB_URL", "derived from ISSUER_GITHUB_API_URL"),
     "claims_per_address": Setting("ISSUER_CLAIMS_PER_ADDRESS"),

@@ -37,7 +37,7 @@ def github_client_from_config(
     clock: Callable[[], float] = time.time,
 ) -> GitHubClient:
     """The REST client with every configured token and App installation, the configured
-    reserve and concurrency cap. Close it with ``aclose()``."""
+    reserve, concurrency cap and pace. Close it with ``aclose()``."""
     return GitHubClient(
         config.github_api_url,
         config.github_tokens,
@@ -46,6 +46,7 @@ def github_client_from_config(
         transport=transport,
         reserve=config.github_reserve,
         concurrency=config.github_concurrency,
+        points_per_minute=config.github_points_per_minute,
         clock=clock,
     )
 

@@ -36,12 +36,14 @@ def jobs_path(run: SimRun, n: int) -> str:
     return f"/repos/{UPSTREAM}/actions/runs/{run.id}/jobs?per_page={n}"
 
 
-async def test_a_request_goes_out_on_the_credential_with_most_budget_left(
+async def test_unpaced_a_request_goes_out_on_the_credential_with_most_budget_left(
     sim: GitHubSim, make_client: MakeClient, fork_run: SimRun
 ) -> None:
+    """Paced, the fullest bucket of points decides among these (test_pacing.py); the
+    primary budget's ranking breaks the ties."""
     sim.add_token("ghp_small", limit=200)
     sim.add_token("ghp_large", limit=5000)
-    github = make_client(("ghp_small", "ghp_large"))
+    github = make_client(("ghp_small", "ghp_large"), points_per_minute=None)
     await github.get_json(jobs_path(fork_run, 1))  # both unknown: the first configured
     await github.get_json(jobs_path(fork_run, 2))
     await github.get_json(jobs_path(fork_run, 3))
@@ -54,8 +56,8 @@ async def test_replicas_sharing_a_store_pick_by_what_either_learnt(
 ) -> None:
     sim.add_token("ghp_small", limit=200)
     sim.add_token("ghp_large", limit=5000)
-    first = make_client(("ghp_small", "ghp_large"), store)
-    second = make_client(("ghp_small", "ghp_large"), store)
+    first = make_client(("ghp_small", "ghp_large"), store, points_per_minute=None)
+    second = make_client(("ghp_small", "ghp_large"), store, points_per_minute=None)
     await first.get_json(jobs_path(fork_run, 1))  # learns ghp_small has 199 left
     await second.get_json(jobs_path(fork_run, 2))  # has seen no answer itself
     assert sim.counted_requests("ghp_large") == 1

@@ -192,6 +192,14 @@ def test_the_reserve_and_concurrency_are_read_and_bounded() -> None:
         config_of(ISSUER_GITHUB_RESERVE="-1")
 
 
+def test_the_pace_under_githubs_secondary_limit_is_read_and_bounded() -> None:
+    assert config_of().github_points_per_minute == 720
+    assert config_of(ISSUER_GITHUB_POINTS_PER_MINUTE="300").github_points_per_minute == 300
+    for bad in ("0", "59", "fast", "720.5"):
+        with pytest.raises(ConfigError, match=r"^ISSUER_GITHUB_POINTS_PER_MINUTE: must be"):
+            config_of(ISSUER_GITHUB_POINTS_PER_MINUTE=bad)
+
+
 def test_the_web_origin_follows_the_api(key_file: Path) -> None:
     assert config_of().github_web_origin == "https://github.com"
     enterprise = config_of(ISSUER_GITHUB_API_URL="https://ghe.example/api/v3")

@@ -76,6 +76,15 @@ async def test_no_live_channel_without_a_web_session() -> None:
         await github.aclose()
 
 
+async def test_the_client_takes_the_configured_pace() -> None:
+    config = config_of(ISSUER_GITHUB_POINTS_PER_MINUTE="300")
+    github = github_client_from_config(config, MemoryStore())
+    try:
+        assert github.points_per_minute == 300
+    finally:
+        await github.aclose()
+
+
 async def test_the_live_channel_shares_the_clients_concurrency_cap() -> None:
     config = config_of(ISSUER_GITHUB_WEB_SESSION="a-session", ISSUER_GITHUB_WEB_URL=WEB)
     github = github_client_from_config(config, MemoryStore())
