@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from issuer.github.pacing import bucket_key
 from issuer.sim import GitHubSim
+from issuer.store import RedisStore
 from issuer.web.serving import BackgroundServer
 from tests.e2e.harness import bearer, fork_run
 from tests.faults.support import RedisCluster, exchange_until_done, replica_env, replicas
@@ -44,3 +46,15 @@ def test_claims_are_exchanged_across_replicas_on_a_redis_cluster(
         assert cluster.nodes_holding_keys() == 3
         logs = first.stop() + second.stop()
         assert "CROSSSLOT" not in logs and "Traceback" not in logs
+
+
+async def test_a_draw_over_several_credentials_buckets_runs_on_one_cluster_node(
+    cluster: RedisCluster,
+) -> None:
+    store = RedisStore.from_url(cluster.url, prefix="issuer:")
+    keys = [bucket_key("token-1a2b3c4d"), bucket_key("app-1-inst-2")]
+    try:
+        paid = [await store.draw(keys, 1, rate=1e-6, capacity=2) for _ in range(5)]
+    finally:
+        await store.close()
+    assert [draw.index for draw in paid] == [0, 1, 0, 1, None]
