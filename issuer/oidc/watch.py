@@ -511,12 +511,11 @@ class RunWatches:
                 return Priority.WAITING
             return Priority.FINISHED if loop.pointed else Priority.IDLE
 
-        hooked = loop.hooked
-        refresh = pace.safety_poll if hooked else pace.run_refresh
-        known = recent.run if now - recent.read_at < refresh else None
+        hooked = await self._hooked(key, loop, now)
         if work == "pointed":
-            if loop.run_hinted:
-                known = None
+            # The run's facts do not change within an attempt; its status does, and a
+            # workflow_run delivery (a run hint) says when.
+            known = None if loop.run_hinted else recent.run
             retries = loop.retries_due(now)
             job_ids = set(loop.hinted_jobs) | {r.job.id for r in retries if not r.job.completed}
             logs = [r.job for r in retries if r.job.completed and r.job.id not in job_ids]
@@ -530,8 +529,13 @@ class RunWatches:
                     key, memo, run=known, job_ids=sorted(job_ids), jobs=logs, wanted=wanted
                 )
         else:
+            refresh = pace.safety_poll if hooked else pace.run_refresh
+            known = recent.run if now - recent.read_at < refresh else None
             waiting_retries = {job_id for job_id, r in loop.retries.items() if r.at > now}
             waiting = self._waiting(key, now)
+            # Where deliveries arrive, the first look asks only whether the run is one we
+            # vouch for: a delivery will say when a job completed (a safety poll, if lost).
+            list_jobs = loop.looked or not hooked
 
             async def read(wanted: WantedCodes) -> Look:
                 return await self._reader.look(
@@ -542,6 +546,7 @@ class RunWatches:
                     wanted=wanted,
                     known_run=known,
                     skip_logs=waiting_retries,
+                    list_jobs=list_jobs,
                 )
 
         loop.last_look = now

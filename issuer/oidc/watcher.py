@@ -70,6 +70,7 @@ class RunReader:
         wanted: WantedCodes | None = None,
         known_run: RunFacts | None = None,
         skip_logs: Collection[int] = (),
+        list_jobs: bool = True,
     ) -> Look:
         """Read the run and whatever of it may show new codes among ``wanted()`` (the codes
         of the run's pending claims not seen yet, asked for after the jobs are listed);
@@ -77,8 +78,13 @@ class RunReader:
 
         With ``known_run`` (a recent read of this very attempt) the run is not read again:
         what a token says of it does not change within an attempt, and its jobs tell the rest.
-        Logs of ``skip_logs`` are not read (they are on their own backoff).
+        Logs of ``skip_logs`` are not read (they are on their own backoff). Without
+        ``list_jobs``, only the run is read (is it one we vouch for?).
         """
+        if not list_jobs:
+            run = known_run or await self._read_run(key.repository, key.run_id, key.run_attempt)
+            check_run(run, key.repository, key.run_id)
+            return Look(run, [], {})
         if known_run is not None and key.run_attempt is not None:
             jobs = await self._jobs(key.repository, key.run_id, key.run_attempt)
             run = known_run

@@ -50,10 +50,10 @@ def requests_since(sim: GitHubSim, start: int) -> list[str]:
 
 
 def first_look_done(sim: GitHubSim, pr: ForkRun) -> None:
-    """Until the issuer listed the run's jobs once (its first look)."""
-    listing = f"/actions/runs/{pr.run.id}/attempts/1/jobs"
+    """Until the issuer read the run once (its first look)."""
+    run = f"/actions/runs/{pr.run.id}/attempts/1"
     deadline = time.monotonic() + 10
-    while not any(path.endswith(listing) for path in requests_since(sim, 0)):
+    while not any(path.endswith(run) for path in requests_since(sim, 0)):
         assert time.monotonic() < deadline, "the issuer never looked at the run"
         time.sleep(0.02)
 
@@ -230,3 +230,16 @@ def test_a_completed_runs_delivery_makes_the_issuer_read_the_run_again(
     answer = waiting.answer()
     assert answer.status_code == 403, answer.text
     assert "has completed" in answer.json()["error_description"]
+
+
+def test_the_first_look_at_a_run_where_deliveries_arrive_reads_the_run_alone(
+    http: httpx.Client, hooked_issuer: str, pr: ForkRun, sim: GitHubSim
+) -> None:
+    build = pr.job("build")
+    deliver(http, hooked_issuer, "workflow_job", job_event(build, "in_progress"))
+    made = claim(http, hooked_issuer, pr)
+    Exchange(http, made, wait=1).start()
+    first_look_done(sim, pr)
+    time.sleep(0.5)
+    base = f"/repos/{pr.upstream.full_name}/actions/runs/{pr.run.id}/attempts/1"
+    assert requests_since(sim, 0) == [base]
