@@ -54,6 +54,7 @@ from issuer.github.errors import (
     GitHubRateLimited,
     GitHubUnavailable,
 )
+from issuer.github.meter import GET_POINTS, WRITE_POINTS, spend
 from issuer.github.metrics import GITHUB_CONDITIONAL, GITHUB_REQUESTS, GITHUB_RESTS
 from issuer.github.pacing import DEFAULT_POINTS_PER_MINUTE, GET_COST, WRITE_COST, Pacer
 from issuer.github.shards import ClientShards
@@ -287,6 +288,7 @@ class GitHubClient:
                 retry_after=5,
             ) from None
         self.counted_requests += 1
+        spend(WRITE_POINTS)
         GITHUB_REQUESTS.labels(endpoint, str(response.status_code), app.name).inc()
         if response.status_code == 201:
             try:
@@ -402,6 +404,7 @@ class GitHubClient:
                 await self._backoff(failures)
                 continue
             status = response.status_code
+            spend(GET_POINTS)
             if status != 304:
                 self.counted_requests += 1
             GITHUB_REQUESTS.labels(endpoint, str(status), credential.name).inc()

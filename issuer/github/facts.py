@@ -143,6 +143,7 @@ class JobFacts:
     user_steps_done: int = 0
     step_in_progress: int | None = None
     steps: tuple[StepFacts, ...] = ()  # those with a start and an end
+    run_id: int | None = None
 
     @property
     def completed(self) -> bool:
@@ -171,6 +172,7 @@ class JobFacts:
                 user_steps_done=done,
                 step_in_progress=running[0] if running else None,
                 steps=StepFacts.parse_all(steps),
+                run_id=int(data["run_id"]) if data.get("run_id") else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise MalformedAnswer(f"job: {exc!r}") from None

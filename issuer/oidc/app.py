@@ -25,9 +25,10 @@ from issuer.oidc.claims import (
 )
 from issuer.oidc.discovery import Prepared
 from issuer.oidc.idempotency import parse_key
-from issuer.oidc.metrics import CLAIMS, EXCHANGES
+from issuer.oidc.metrics import CLAIMS, EXCHANGES, WEBHOOK_DELIVERIES
 from issuer.oidc.relay import Relayed, SlotKey
 from issuer.oidc.service import IssuerService
+from issuer.oidc.webhooks import MAX_DELIVERY_BYTES
 from issuer.web.errors import ApiError, invalid_request
 from issuer.web.http import (
     EXCEPTION_HANDLERS,
@@ -91,7 +92,7 @@ async def claim(request: Request) -> Response:
                 )
                 await service.claims.relay.refused(slot)  # a refused claim contests its slot
             raise
-        return await service.claims.create(claim_request)
+        return await service.claims.create(claim_request, _client_address(request))
 
     if key is None:
         created = await make()
@@ -151,6 +152,21 @@ async def relay(request: Request) -> Response:
         }
         return JSONResponse(body, headers=headers)
     return _pending(outcome.description, outcome.retry_after)
+
+
+async def github_webhook(request: Request) -> Response:
+    """GitHub's deliveries: 202 once taken (or already taken), 401 for a bad signature."""
+    receiver = _service(request).webhooks
+    if receiver is None:
+        raise ApiError(404, "not_found", "webhooks are not configured on this issuer")
+    body = await request.body()
+    try:
+        outcome = await receiver.receive(request.headers, body)
+    except ApiError as error:
+        WEBHOOK_DELIVERIES.labels(error.code).inc()
+        raise
+    WEBHOOK_DELIVERIES.labels(outcome).inc()
+    return JSONResponse({"status": outcome}, status_code=202, headers={"Cache-Control": "no-store"})
 
 
 class _PreparedResponse(Response):
@@ -266,6 +282,7 @@ def create_app(start_service: ServiceFactory, *, abuse: AbuseConfig | None = Non
             relay,
             methods=["GET"],
         ),
+        Route("/github/webhook", github_webhook, methods=["POST"]),
         Route("/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
         Route("/.well-known/jwks", jwks, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -280,7 +297,7 @@ def create_app(start_service: ServiceFactory, *, abuse: AbuseConfig | None = Non
             Middleware(RequestId),
             Middleware(AccessLog),
             Middleware(RequestMetrics, routes=routes),
-            Middleware(BodyLimit),
+            Middleware(BodyLimit, larger={"/github/webhook": MAX_DELIVERY_BYTES}),
         ],
     )
     app.state.shutting_down = False

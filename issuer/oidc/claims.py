@@ -241,7 +241,8 @@ class ClaimService:
             clock=clock,
         )
 
-    async def create(self, request: ClaimRequest) -> dict[str, Any]:
+    async def create(self, request: ClaimRequest, claimant: str | None = None) -> dict[str, Any]:
+        """A new claim; ``claimant`` (the client's address) pays for looks at its run."""
         claim_id = secrets.token_urlsafe(32)
         code = challenge.new_code()
         expires_at = int(self._clock()) + self._config.claim_ttl
@@ -258,7 +259,9 @@ class ClaimService:
         stored = Put(
             keys.record, json.dumps(asdict(record)).encode(), ttl=self._config.claim_ttl + RETENTION
         )
-        await self._watches.claimed(_run_key(record), code, expires_at, also=[stored])
+        await self._watches.claimed(
+            _run_key(record), code, expires_at, also=[stored], claimant=claimant
+        )
         slot = _slot_of(record)
         if slot is not None:
             # Last: a claim that failed before this point is not in the slot, so its retry

@@ -43,6 +43,8 @@ class IssuerConfig:
     github_points_per_minute: int = 720  # each credential's pace under the secondary limit
     github_web_session: str | None = field(default=None, repr=False)  # a login cookie
     github_web_url: str | None = None  # None: derived from github_api_url
+    github_webhook_secret: bytes | None = field(default=None, repr=False)
+    github_points_per_address: int = 1800  # per hour; 0: looks are not charged
     metrics_address: Address = METRICS_ADDRESS  # /metrics: never on the public port
 
     @property
@@ -110,6 +112,10 @@ class IssuerConfig:
             ),
             github_web_session=_web_session(env),
             github_web_url=web_url,
+            github_webhook_secret=_webhook_secret(env),
+            github_points_per_address=_whole(
+                env, "ISSUER_GITHUB_POINTS_PER_ADDRESS", 1800, low=0, high=10_000_000
+            ),
             metrics_address=parse_address(
                 "ISSUER_METRICS_ADDRESS", env.get("ISSUER_METRICS_ADDRESS", ""), METRICS_ADDRESS
             ),
@@ -250,3 +256,19 @@ def _web_session(env: Mapping[str, str]) -> str | None:
             "must be the value of GitHub's user_session cookie (no spaces, ';' or ',')",
         )
     return raw
+
+
+MIN_WEBHOOK_SECRET = 20
+
+
+def _webhook_secret(env: Mapping[str, str]) -> bytes | None:
+    raw = env.get("ISSUER_GITHUB_WEBHOOK_SECRET", "")
+    if not raw:
+        return None
+    if len(raw) < MIN_WEBHOOK_SECRET or raw != raw.strip():
+        raise ConfigError(
+            "ISSUER_GITHUB_WEBHOOK_SECRET",
+            f"must be the GitHub App's webhook secret: at least {MIN_WEBHOOK_SECRET} characters, "
+            "no spaces around it (make one with `openssl rand -hex 32`)",
+        )
+    return raw.encode()

@@ -42,6 +42,10 @@ SETTINGS: dict[str, Setting] = {
     "github_points_per_minute": Setting("ISSUER_GITHUB_POINTS_PER_MINUTE"),
     "github_web_session": Setting("ISSUER_GITHUB_WEB_SESSION", "live-log channel off", secret=True),
     "github_web_url": Setting("ISSUER_GITHUB_WEB_URL", "derived from ISSUER_GITHUB_API_URL"),
+    "github_webhook_secret": Setting(
+        "ISSUER_GITHUB_WEBHOOK_SECRET", "webhooks off: runs are polled", secret=True
+    ),
+    "github_points_per_address": Setting("ISSUER_GITHUB_POINTS_PER_ADDRESS"),
     "claims_per_address": Setting("ISSUER_CLAIMS_PER_ADDRESS"),
     "claims_per_repository": Setting("ISSUER_CLAIMS_PER_REPOSITORY"),
     "rate_window": Setting("ISSUER_CLAIM_RATE_WINDOW"),

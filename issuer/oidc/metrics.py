@@ -8,7 +8,7 @@ from prometheus_client import Counter
 
 from issuer.github.metrics import GITHUB_REQUESTS
 
-__all__ = ["CLAIMS", "EXCHANGES", "GITHUB_REQUESTS", "TOKENS"]
+__all__ = ["CLAIMS", "EXCHANGES", "GITHUB_REQUESTS", "TOKENS", "WEBHOOK_DELIVERIES"]
 
 CLAIMS = Counter("issuer_claims_total", "Claims made, by outcome", ["outcome"])
 EXCHANGES = Counter("issuer_exchanges_total", "Exchange answers, by outcome", ["outcome"])
@@ -21,4 +21,12 @@ CLAIMS_REFUSED = Counter(
     "Claims refused by abuse controls, by reason "
     "(address_rate, repository_rate, run_cap, repository_not_allowed)",
     ["reason"],
+)
+
+# Issue 16: GitHub's webhook deliveries.
+WEBHOOK_DELIVERIES = Counter(
+    "issuer_webhook_deliveries_total",
+    "GitHub webhook deliveries, by outcome (taken, duplicate, ignored, invalid_signature, "
+    "invalid_request)",
+    ["outcome"],
 )

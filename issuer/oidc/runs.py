@@ -18,6 +18,13 @@ from issuer.store import Bump, Delete, Get, HashGet, HashPut, Put, Store, Write,
 
 FAILURE_REJECTED = "rejected"
 FAILURE_UNAVAILABLE = "unavailable"
+RUN_HINT = "run"  # a hint that the run itself changed (a ``workflow_run`` delivery)
+HOOKED_PREFIX = "gh:hooked:"
+
+
+def hooked_key(repository: str) -> str:
+    """Set while GitHub's deliveries arrive for the repository (by any replica's receiver)."""
+    return HOOKED_PREFIX + repository.lower()
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,9 @@ class RunState:
         self._failure = tagged(tag, "failure")
         self._version = tagged(tag, "version")
         self._pull = tagged(tag, "pull")
+        self._hints = tagged(tag, "hints")
+        self._hinted = tagged(tag, "hinted")
+        self._claimants = tagged(tag, "claimants")
 
     @property
     def version_key(self) -> str:
@@ -136,11 +146,54 @@ class RunState:
     def wanted_key(self) -> str:
         return self._wanted
 
+    @property
+    def hinted_key(self) -> str:
+        return self._hinted
+
     # -- claims waiting on the run ----------------------------------------------------------
 
-    def claim_writes(self, code: str, expires_at: int) -> list[Write]:
-        """The writes that register a claim's code with the run, for :meth:`Store.write_many`."""
-        return [HashPut(self._claims, {code: str(expires_at).encode()}, ttl=self._ttl)]
+    def claim_writes(self, code: str, expires_at: int, claimant: str | None = None) -> list[Write]:
+        """The writes that register a claim's code with the run, for :meth:`Store.write_many`;
+        with ``claimant``, the client address its looks are charged to."""
+        writes: list[Write] = [
+            HashPut(self._claims, {code: str(expires_at).encode()}, ttl=self._ttl)
+        ]
+        if claimant is not None:
+            writes.append(
+                HashPut(self._claimants, {claimant: str(expires_at).encode()}, ttl=self._ttl)
+            )
+        return writes
+
+    async def claimants(self) -> list[str]:
+        """The addresses of the run's unexpired claims."""
+        now = self._clock()
+        found = await self._store.hash_get_all(self._claimants)
+        return sorted(address for address, until in found.items() if float(until) > now)
+
+    async def is_claimed(self) -> bool:
+        """Whether any claim was registered with the run (expired ones included)."""
+        return bool(await self._store.hash_get_all(self._claims))
+
+    # -- hints: GitHub's deliveries say where to look ------------------------------------------
+
+    def hint_writes(self, what: str) -> list[Write]:
+        """A delivery says ``what`` changed (a job id that completed, or :data:`RUN_HINT`):
+        the run's watcher reads it at once (its ticker reads ``hinted``)."""
+        return [
+            HashPut(self._hints, {what: b"1"}, ttl=self._ttl),
+            Put(self._hinted, repr(self._clock()).encode(), ttl=self._ttl),
+        ]
+
+    async def take_hints(self) -> set[str]:
+        """The hints written since the last take, removed as they are taken."""
+        found = await self._store.hash_get_all(self._hints)
+        if found:
+            await self._store.hash_delete(self._hints, *found)
+        return set(found)
+
+    async def hinted_at(self) -> float | None:
+        raw = await self._store.get(self._hinted)
+        return None if raw is None else float(raw)
 
     async def pending_codes(self) -> set[str]:
         """Codes of unexpired claims; expired ones are dropped on the way."""

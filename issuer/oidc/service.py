@@ -15,6 +15,7 @@ from issuer.github.facts import JobFacts, PullRequestFacts, RunFacts
 from issuer.github.live import LiveLogChannel
 from issuer.github.pulls import find_pull_request
 from issuer.oidc.challenge import LogScan
+from issuer.oidc.charges import AddressCharges
 from issuer.oidc.claims import RETENTION, ClaimService
 from issuer.oidc.config import IssuerConfig
 from issuer.oidc.discovery import Published, publish
@@ -22,6 +23,7 @@ from issuer.oidc.github_access import github_client_from_config, live_channel_fr
 from issuer.oidc.keys import KeyPolicy, Keyring, Keys
 from issuer.oidc.watch import RunWatches
 from issuer.oidc.watcher import RunReader
+from issuer.oidc.webhooks import WebhookReceiver
 from issuer.store import MemoryStore, RedisStore, Store
 
 log = logging.getLogger(__name__)
@@ -70,8 +72,15 @@ class IssuerService:
             issuer=config.issuer_url,
             ttl=config.claim_ttl + RETENTION,
             find_pull_request=pull_request_of,
+            charges=AddressCharges(store, config.github_points_per_address),
+            deliveries=config.github_webhook_secret is not None,
         )
         self.claims = ClaimService(config, store, self.watches, keys.signing_key)
+        self.webhooks = (
+            None
+            if config.github_webhook_secret is None
+            else WebhookReceiver(config.github_webhook_secret, store, self.watches)
+        )
         self._refresher: asyncio.Task[None] | None = None
 
     @property

@@ -9,6 +9,11 @@ A look reads only what can have changed since the last one (kept in a :class:`Me
 - with the optional live channel (GitHub's web UI), running jobs' live logs while an
   exchange waits: no REST budget, but unofficial.
 
+A look may also be pointed (:meth:`RunReader.look_at`): GitHub's delivery said which jobs
+completed, so only those jobs are read (``GET .../actions/jobs/{id}``: a delivery is a hint,
+the job's facts and its log still come from the API), and logs GitHub did not serve yet are
+read again on their own backoff, not with the whole run.
+
 Annotations are not read: they arrive with the job's completion on GitHub-hosted runners,
 no sooner than its log, and cannot be tied to the step that made them.
 """
@@ -16,8 +21,8 @@ no sooner than its log, and cannot be tied to the step that made them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 
 from issuer.github.channels import LogChannel, LogState, Sighting
 from issuer.github.client import GitHubClient
@@ -38,6 +43,9 @@ class Look:
     run: RunFacts
     jobs: list[JobFacts]
     found: dict[str, Sighting]
+    # Completed jobs whose log GitHub did not serve yet (it finalises it for up to ~30 s),
+    # and hinted jobs the API does not show completed yet: to be read again on a backoff.
+    not_ready: list[JobFacts] = field(default_factory=list)
 
 
 class RunReader:
@@ -61,6 +69,8 @@ class RunReader:
         now: float,
         wanted: WantedCodes | None = None,
         known_run: RunFacts | None = None,
+        skip_logs: Collection[int] = (),
+        list_jobs: bool = True,
     ) -> Look:
         """Read the run and whatever of it may show new codes among ``wanted()`` (the codes
         of the run's pending claims not seen yet, asked for after the jobs are listed);
@@ -68,7 +78,13 @@ class RunReader:
 
         With ``known_run`` (a recent read of this very attempt) the run is not read again:
         what a token says of it does not change within an attempt, and its jobs tell the rest.
+        Logs of ``skip_logs`` are not read (they are on their own backoff). Without
+        ``list_jobs``, only the run is read (is it one we vouch for?).
         """
+        if not list_jobs:
+            run = known_run or await self._read_run(key.repository, key.run_id, key.run_attempt)
+            check_run(run, key.repository, key.run_id)
+            return Look(run, [], {})
         if known_run is not None and key.run_attempt is not None:
             jobs = await self._jobs(key.repository, key.run_id, key.run_attempt)
             run = known_run
@@ -88,18 +104,67 @@ class RunReader:
             if isinstance(read_jobs, BaseException):
                 raise read_jobs
             run, jobs = read_run, read_jobs
-        due = self._logs_due(jobs, memo)
-        codes = await wanted() if due and wanted is not None else frozenset()
-        reads = [self._read_log(key.repository, job, memo, codes) for job in due]
+        due = [job for job in self._logs_due(jobs, memo) if job.id not in skip_logs]
+        live = []
         if self._live is not None and waiting:
-            reads += [
-                self._read_live(key, job, memo) for job in jobs if job.status == "in_progress"
-            ]
+            live = [self._read_live(key, job, memo) for job in jobs if job.status == "in_progress"]
+        found, not_ready = await self._read_logs(key.repository, due, memo, wanted, live)
+        return Look(run, jobs, found, not_ready)
+
+    async def look_at(
+        self,
+        key: RunKey,
+        memo: Memo,
+        *,
+        run: RunFacts | None,
+        job_ids: Iterable[int] = (),
+        jobs: Iterable[JobFacts] = (),
+        wanted: WantedCodes | None = None,
+    ) -> Look:
+        """A pointed look: the jobs ``job_ids`` (a delivery said they completed) read one by
+        one, and the logs of ``jobs`` (read before, their logs not served yet). ``run``: the
+        attempt as read before, or None to read it."""
+        if run is None:
+            run = await self._read_run(key.repository, key.run_id, key.run_attempt)
+            check_run(run, key.repository, key.run_id)
+        read = await asyncio.gather(*(self._job(key.repository, job_id) for job_id in job_ids))
+        # A job of another run or attempt is no job of this look, whatever a delivery said.
+        hinted = [
+            job
+            for job in read
+            if job is not None
+            and job.run_id == run.id
+            and job.run_attempt in (None, run.run_attempt)
+        ]
+        not_completed = [job for job in hinted if not job.completed]
+        due = self._logs_due([*hinted, *jobs], memo)
+        found, not_ready = await self._read_logs(key.repository, due, memo, wanted)
+        return Look(run, hinted, found, [*not_completed, *not_ready])
+
+    async def _read_logs(
+        self,
+        repository: str,
+        due: list[JobFacts],
+        memo: Memo,
+        wanted: WantedCodes | None,
+        also: Sequence[Awaitable[dict[str, Sighting]]] = (),
+    ) -> tuple[dict[str, Sighting], list[JobFacts]]:
+        codes = await wanted() if due and wanted is not None else frozenset()
+        not_ready: list[JobFacts] = []
+
+        async def read(job: JobFacts) -> dict[str, Sighting]:
+            sightings = await self._read_log(repository, job, memo, codes)
+            if sightings is None:
+                not_ready.append(job)
+                return {}
+            return sightings
+
+        reads = [*(read(job) for job in due), *also]
         found: dict[str, Sighting] = {}
         for sightings in await asyncio.gather(*reads):
             for code, sighting in sightings.items():
                 found.setdefault(code, sighting)
-        return Look(run, jobs, found)
+        return found, not_ready
 
     def _logs_due(self, jobs: list[JobFacts], memo: Memo) -> list[JobFacts]:
         if self._logs is None:
@@ -112,11 +177,12 @@ class RunReader:
 
     async def _read_log(
         self, repository: str, job: JobFacts, memo: Memo, wanted: frozenset[str]
-    ) -> dict[str, Sighting]:
+    ) -> dict[str, Sighting] | None:
+        """The codes the log shows; None while GitHub does not serve it yet."""
         assert self._logs is not None
         read = await self._logs.codes(repository, job, wanted)
         if read.state is LogState.NOT_READY:
-            return {}  # completed moments ago and still being finalised: next look
+            return None  # completed moments ago and still being finalised
         memo.logs_read.add(job.id)
         if read.state is LogState.TOO_LARGE:
             memo.logs_too_large.add(job.id)
@@ -142,6 +208,18 @@ class RunReader:
                 f"GitHub knows no {what} in {repository}, or the repository is private: "
                 "check GITHUB_REPOSITORY, GITHUB_RUN_ID and GITHUB_RUN_ATTEMPT"
             ) from None
+        except MalformedAnswer as exc:
+            raise GitHubUnavailable(
+                f"GitHub's answer was malformed: {exc}", retry_after=5
+            ) from None
+
+    async def _job(self, repository: str, job_id: int) -> JobFacts | None:
+        """One job as the API shows it; None if GitHub knows no such job there."""
+        try:
+            page = await self._github.get_json(f"/repos/{repository}/actions/jobs/{job_id}")
+            return JobFacts.parse(page.body)
+        except GitHubNotFound:
+            return None
         except MalformedAnswer as exc:
             raise GitHubUnavailable(
                 f"GitHub's answer was malformed: {exc}", retry_after=5

@@ -51,10 +51,11 @@ class HashPut:
 
 @dataclass(frozen=True)
 class Bump:
-    """One added to a counter; a new counter expires after ``ttl``."""
+    """``by`` (one unless said) added to a counter; a new counter expires after ``ttl``."""
 
     key: str
     ttl: float
+    by: int = 1
 
 
 @dataclass(frozen=True)

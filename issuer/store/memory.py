@@ -61,7 +61,7 @@ class MemoryStore:
                 for field, value in write.fields.items():
                     await self.hash_set(write.key, field, value, ttl=write.ttl)
             elif isinstance(write, Bump):
-                await self.incr(write.key, ttl=write.ttl)
+                await self.incr(write.key, ttl=write.ttl, by=write.by)
             else:
                 await self.delete(write.key)
                 async with self._lock:
@@ -94,10 +94,10 @@ class MemoryStore:
             self._values.pop(key, None)
             return existed
 
-    async def incr(self, key: str, *, ttl: float) -> int:
+    async def incr(self, key: str, *, ttl: float, by: int = 1) -> int:
         async with self._lock:
             current = self._live(key)
-            count = int(current or 0) + 1
+            count = int(current or 0) + by
             expires = self._clock() + ttl if current is None else self._values[key][1]
             self._values[key] = (str(count).encode(), expires)
             self._sweep()

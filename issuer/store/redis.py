@@ -35,8 +35,9 @@ return 1
 
 # KEYS[1]; ARGV: the expiry in ms of a new counter.
 _INCR = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local by = tonumber(ARGV[2] or '1')
+local count = redis.call('INCRBY', KEYS[1], by)
+if count == by then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
 
@@ -109,7 +110,7 @@ def _queue(pipe: Any, write: Write, prefix: str) -> None:
         pairs = [part for field, value in write.fields.items() for part in (field, value)]
         pipe.eval(_HASH_SET, 1, key, px, *pairs)
     elif isinstance(write, Bump):
-        pipe.eval(_INCR, 1, key, _ms(write.ttl))
+        pipe.eval(_INCR, 1, key, _ms(write.ttl), write.by)
     else:
         pipe.delete(key)
 

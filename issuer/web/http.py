@@ -10,7 +10,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any
 
@@ -116,9 +116,16 @@ class BodyLimit:
     ``MAX_TARGET`` bytes, 431 for headers over ``MAX_HEADER_BYTES`` (or ``MAX_HEADER_COUNT``
     of them), 413 for a body that declares, or turns out while read, over ``limit`` bytes."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int = MAX_BODY, larger: Mapping[str, int] | None = None
+    ) -> None:
+        """``larger``: paths allowed a larger body (GitHub's webhook deliveries)."""
         self.app = app
         self.limit = limit
+        self.larger = dict(larger or {})
+
+    def _limit(self, scope: Scope) -> int:
+        return self.larger.get(scope["path"], self.limit)
 
     def _refusal(self, scope: Scope) -> ApiError | None:
         target = len(scope.get("raw_path") or scope["path"].encode()) + len(
@@ -133,9 +140,10 @@ class BodyLimit:
                 431,
                 f"the headers must be at most {MAX_HEADER_BYTES} bytes, {MAX_HEADER_COUNT} of them",
             )
+        limit = self._limit(scope)
         for name, value in headers:
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                return _too_large(413, f"the body must be at most {self.limit} bytes")
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                return _too_large(413, f"the body must be at most {limit} bytes")
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -147,14 +155,15 @@ class BodyLimit:
             await error_response(refusal)(scope, receive, send)
             return
         received = 0
+        limit = self._limit(scope)
 
         async def bounded_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _too_large(413, f"the body must be at most {self.limit} bytes")
+                if received > limit:
+                    raise _too_large(413, f"the body must be at most {limit} bytes")
             return message
 
         await self.app(scope, bounded_receive, send)

@@ -245,3 +245,19 @@ def test_a_malformed_metrics_address_names_the_variable(raw: str) -> None:
     with pytest.raises(ConfigError) as caught:
         config_of(ISSUER_METRICS_ADDRESS=raw)
     assert caught.value.variable == "ISSUER_METRICS_ADDRESS"
+
+
+def test_a_webhook_secret_turns_deliveries_on() -> None:
+    config = config_of(ISSUER_GITHUB_WEBHOOK_SECRET="w" * 32)
+    assert config.github_webhook_secret == b"w" * 32
+    assert "w" * 32 not in repr(config)
+
+
+def test_a_short_webhook_secret_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^ISSUER_GITHUB_WEBHOOK_SECRET: must be"):
+        config_of(ISSUER_GITHUB_WEBHOOK_SECRET="hunter2")
+
+
+def test_points_per_address_must_be_a_whole_number() -> None:
+    with pytest.raises(ConfigError, match=r"^ISSUER_GITHUB_POINTS_PER_ADDRESS"):
+        config_of(ISSUER_GITHUB_POINTS_PER_ADDRESS="lots")

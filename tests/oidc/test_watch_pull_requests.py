@@ -82,6 +82,13 @@ async def sighting(store: MemoryStore, code: str) -> dict[str, Any]:
     raise AssertionError(f"{code} was never recorded")
 
 
+async def claimed_and_waited_on(replica: RunWatches, store: MemoryStore, code: str) -> None:
+    """A claim, and an exchange waiting on it: a run nobody waits for is not looked at."""
+    await replica.claimed(KEY, code, 2_000_000_000)
+    await store.write_many([replica.state(KEY).want_write()])
+    await replica.asked(KEY)
+
+
 @pytest.fixture
 def reader() -> ScriptedReader:
     return ScriptedReader()
@@ -112,7 +119,7 @@ async def test_the_pull_request_is_looked_up_once_for_all_the_runs_sightings(
     replica = watches(store, reader, lookups)
     try:
         for code in ("code-a", "code-b", "code-c"):
-            await replica.claimed(KEY, code, 2_000_000_000)
+            await claimed_and_waited_on(replica, store, code)
             reader.printed.append(code)
             assert (await sighting(store, code))["pull_request_number"] == str(PULL.number)
         assert lookups.calls == 1
@@ -126,8 +133,8 @@ async def test_a_failed_pull_request_lookup_is_tried_again_at_the_next_sighting(
     lookups = PullLookups(failures=1)
     replica = watches(store, reader, lookups)
     try:
-        await replica.claimed(KEY, "code-a", 2_000_000_000)
-        await replica.claimed(KEY, "code-b", 2_000_000_000)
+        await claimed_and_waited_on(replica, store, "code-a")
+        await claimed_and_waited_on(replica, store, "code-b")
         reader.printed.append("code-a")
         assert "pull_request_number" not in await sighting(store, "code-a")
         reader.printed.append("code-b")
@@ -147,7 +154,7 @@ async def test_a_run_listing_another_pull_request_gets_the_finders_one(
     lookups = PullLookups(failures=0)
     replica = watches(store, reader, lookups)
     try:
-        await replica.claimed(KEY, "code-a", 2_000_000_000)
+        await claimed_and_waited_on(replica, store, "code-a")
         reader.printed.append("code-a")
         identity = await sighting(store, "code-a")
         assert (identity["pull_request_number"], identity["base_ref"]) == ("5", "main")

@@ -393,3 +393,14 @@ async def test_a_sentinel_url_logs_in_to_the_master_as_its_user() -> None:
         assert (login["username"], login["password"]) == ("issuer", "secret")
     finally:
         await client.aclose()
+
+
+async def test_a_bump_may_add_more_than_one(store: Store) -> None:
+    await store.write_many([Bump("points", ttl=10, by=5), Bump("points", ttl=10, by=3)])
+    assert await store.get("points") == b"8"
+
+
+async def test_a_counter_bumped_by_more_than_one_still_expires(store: Store) -> None:
+    await store.write_many([Bump("points", ttl=0.05, by=5)])
+    await asyncio.sleep(0.1)
+    assert await store.get("points") is None
