@@ -11,6 +11,20 @@ from issuer.builder.localregistry import LocalRegistry, push_busybox_base
 from issuer.store import MemoryStore, RedisStore, Store
 from tests.image_registry import ImageRegistry
 from tests.redis_server import RedisServer
+from tests.simulator_guard import check_simulators, provoked, simulators_made
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(autouse=True)
+def _no_secondary_limit_refusals(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Every GitHub simulator the test makes must end without a secondary-limit refusal it did
+    not ask for (tests/simulator_guard.py)."""
+    with simulators_made(monkeypatch) as made:
+        yield
+    check_simulators(made, provoked=provoked(request))
 
 
 @pytest.fixture(scope="session")

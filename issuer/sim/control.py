@@ -323,6 +323,21 @@ def control_routes(sim: GitHubSim) -> list[BaseRoute]:
         token = request.query_params.get("token")
         return JSONResponse({"counted": sim.counted_requests(token)})
 
+    def secondary(request: Request, body: Body) -> Response:
+        """The secondary limit's record: with `?token=T` (or `?anonymous`) one caller's
+        `{"points", "peak_points_per_minute", "refusals"}`; without, the refusals the limit
+        gave, those injected with fail-next, and every bucket's record."""
+        params = request.query_params
+        if "token" in params or "anonymous" in params:
+            return JSONResponse(sim.secondary_usage(params.get("token")).as_dict())
+        return JSONResponse(
+            {
+                "refusals": sim.secondary_refusals(),
+                "injected": sim.injected_secondary_refusals(),
+                "buckets": {name: u.as_dict() for name, u in sim.secondary_report().items()},
+            }
+        )
+
     def reset_limit(request: Request, body: Body) -> Response:
         sim.reset_rate_limit(_field(body, "token", str))
         return JSONResponse({})
@@ -349,6 +364,7 @@ def control_routes(sim: GitHubSim) -> list[BaseRoute]:
         ("/requests", requests, ["GET"]),
         ("/rate-limit", counted, ["GET"]),
         ("/rate-limit/reset", reset_limit, ["POST"]),
+        ("/secondary-limit", secondary, ["GET"]),
     ]
     return [
         Route(f"/_sim{path}", _handler(sim, work), methods=methods) for path, work, methods in table

@@ -48,8 +48,9 @@ class Credentials:
         self._apps: dict[int, SimApp] = {}
 
     def add_token(self, token: str, *, limit: int, user_id: int, sees_private: bool) -> None:
+        # Named by the user, not the token: bucket names show up in reports and control answers.
         self._tokens[token] = Credential(
-            token, f"token:{token}", limit, f"user ID {user_id}", sees_private
+            token, f"user:{user_id}", limit, f"user ID {user_id}", sees_private
         )
 
     def add_app(self, app: SimApp) -> None:
@@ -74,7 +75,7 @@ class Credentials:
         if token is None:
             return "anonymous"
         credential = self._tokens.get(token)
-        return credential.bucket if credential else f"token:{token}"
+        return credential.bucket if credential else "unknown-token"
 
     def verify_app_jwt(self, value: str, now: float) -> SimApp:
         """The App whose key signed `value`, checked as GitHub checks it."""

@@ -1,8 +1,10 @@
 """GitHub's front door, the same for every API endpoint.
 
-In order: latency, the User-Agent rule, the API version, injected faults, authentication, the
-primary rate limit, the endpoint itself, then conditional requests (a matching `If-None-Match`
-gets 304 and costs nothing) and the headers every answer carries.
+In order: the secondary limit's cap on requests in flight (held until the answer, latency
+included), latency, the User-Agent rule, the API version, injected faults, the secondary
+limit's points, authentication, the primary rate limit, the endpoint itself, then conditional
+requests (a matching `If-None-Match` gets 304 and costs nothing against the primary limit) and
+the headers every answer carries.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from issuer.sim.credentials import AppAuthError, Credential, SimApp
 from issuer.sim.faults import Fault
 from issuer.sim.payloads import Urls
 from issuer.sim.ratelimit import Quota
+from issuer.sim.secondary import points_of
 from issuer.sim.simulator import GitHubSim
 
 API_VERSION = "2022-11-28"
@@ -189,9 +192,21 @@ class _FrontDoor:
     docs: str
 
     async def handle(self, request: Request) -> Response:
+        sim = self.sim
+        base = _base_headers(sim)
+        with sim.lock:
+            payer = _payer(sim, request, self.auth)
+            if not sim.secondary.enter(payer.bucket, sim.settings.secondary_concurrency):
+                return _secondary_limited(sim, payer, base, _retry_after(sim, 1))
+        try:
+            return await self._handle(request, payer, base)
+        finally:
+            with sim.lock:
+                sim.secondary.leave(payer.bucket)
+
+    async def _handle(self, request: Request, payer: Caller, base: dict[str, str]) -> Response:
         if self.sim.settings.latency > 0:
             await asyncio.sleep(self.sim.settings.latency)
-        base = _base_headers(self.sim)
         if not request.headers.get("user-agent", "").strip():
             return Response(USER_AGENT_REQUIRED, 403, base, media_type="text/plain; charset=utf-8")
         version = request.headers.get("x-github-api-version")
@@ -202,6 +217,12 @@ class _FrontDoor:
             fault = self.sim.faults.pop()
             if fault is not None:
                 return _fault(self.sim, request, fault, base)
+            settings = self.sim.settings
+            wait = self.sim.secondary.charge(
+                payer.bucket, points_of(request.method), settings.secondary_points_per_minute
+            )
+            if wait is not None:
+                return _secondary_limited(self.sim, payer, base, _retry_after(self.sim, wait))
             admitted = self._admit(request, base)
             if isinstance(admitted, Response):
                 return admitted
@@ -277,6 +298,45 @@ def urls_for(sim: GitHubSim, request: Request) -> Urls:
     return Urls(api=origin + sim.api_prefix, web=web)
 
 
+def _payer(sim: GitHubSim, request: Request, mode: AuthMode) -> Caller:
+    """Whose secondary-limit bucket a request counts against: its credential's, or the
+    anonymous caller's when it has none that works."""
+    try:
+        return _authenticate(sim, request, mode)
+    except _Refused:
+        return _anonymous(sim, request)
+
+
+def _retry_after(sim: GitHubSim, seconds: int) -> str | None:
+    """The `retry-after` of a secondary-limit refusal, as the setting says (called after the
+    refusal was counted, so "mixed" turns with each one)."""
+    mode = sim.settings.secondary_retry_after
+    if mode == "mixed":
+        mode = ("seconds", "blank", "absent")[(sim.secondary.refusals() - 1) % 3]
+    return {"seconds": str(seconds), "blank": "", "absent": None}[mode]
+
+
+def _secondary_limited(
+    sim: GitHubSim,
+    caller: Caller,
+    base: dict[str, str],
+    retry_after: str | None,
+    status: int | None = None,
+) -> Response:
+    """GitHub's secondary-limit answer; the primary limit's headers as usual."""
+    chosen = status if status is not None else sim.settings.rate_limit_status
+    quota = sim.rate_limiter.quota(caller.bucket, caller.limit)
+    message = (
+        "You have exceeded a secondary rate limit. Please wait a few minutes before you try "
+        "again. If you reach out to GitHub Support for help, please include the request ID "
+        f"{base['x-github-request-id']}."
+    )
+    headers = {} if retry_after is None else {"retry-after": retry_after}
+    return _send(
+        ApiReply(chosen, error_body(chosen, message, SECONDARY_DOCS), headers), base, quota
+    )
+
+
 def _fault(sim: GitHubSim, request: Request, fault: Fault, base: dict[str, str]) -> Response:
     if not fault.secondary:
         try:
@@ -286,22 +346,9 @@ def _fault(sim: GitHubSim, request: Request, fault: Fault, base: dict[str, str])
         if fault.status in (500, 502):
             message = "Server Error"
         return _send(ApiReply(fault.status, error_body(fault.status, message)), base, None)
-    try:
-        caller = _authenticate(sim, request, "token")
-    except _Refused:
-        caller = _anonymous(sim, request)
-    quota = sim.rate_limiter.quota(caller.bucket, caller.limit)
-    message = (
-        "You have exceeded a secondary rate limit. Please wait a few minutes before you try "
-        "again. If you reach out to GitHub Support for help, please include the request ID "
-        f"{base['x-github-request-id']}."
-    )
-    headers = {} if fault.retry_after is None else {"retry-after": fault.retry_after}
-    return _send(
-        ApiReply(fault.status, error_body(fault.status, message, SECONDARY_DOCS), headers),
-        base,
-        quota,
-    )
+    sim.secondary.injected += 1
+    caller = _payer(sim, request, "token")
+    return _secondary_limited(sim, caller, base, fault.retry_after, fault.status)
 
 
 def _send(reply: ApiReply, base: dict[str, str], quota: Quota | None) -> Response:

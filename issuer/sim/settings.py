@@ -8,11 +8,13 @@ from typing import Literal
 
 RunningLog = Literal["api_404", "blob_404"]
 AnnotationTiming = Literal["immediate", "step_end", "job_end"]
+RetryAfter = Literal["seconds", "blank", "absent", "mixed"]
 
 _CHOICES: dict[str, tuple[object, ...]] = {
     "running_log": ("api_404", "blob_404"),
     "annotation_timing": ("immediate", "step_end", "job_end"),
     "rate_limit_status": (403, 429),
+    "secondary_retry_after": ("seconds", "blank", "absent", "mixed"),
 }
 
 
@@ -41,6 +43,14 @@ class SimSettings:
     rate_limit_status: Literal[403, 429] = 403
     # A new installation token is refused (401) for this long after it was issued.
     installation_token_delay: float = 0.0
+    # GitHub's secondary rate limit, per bucket as the primary one (0 turns either part off):
+    # points per rolling minute (GET/HEAD 1, a 304 too; POST/PATCH/PUT/DELETE 5) ...
+    secondary_points_per_minute: int = 900
+    # ... and requests in flight at once (the latency's sleep included).
+    secondary_concurrency: int = 100
+    # A refusal's `retry-after`: whole seconds until enough points left the window, a blank
+    # header, none at all, or those three in turn ("mixed"), as GitHub sends each at times.
+    secondary_retry_after: RetryAfter = "seconds"
 
     def update(self, changes: Mapping[str, object]) -> None:
         """Apply `changes` (e.g. from JSON) after checking every name, type and choice."""

@@ -26,6 +26,7 @@ from issuer.sim.model import (
 )
 from issuer.sim.ratelimit import RateLimiter
 from issuer.sim.runner import Annotation, JobConsole, set_up_lines
+from issuer.sim.secondary import SecondaryLimiter, Usage
 from issuer.sim.settings import SimSettings
 
 LogState = Literal["ready", "api_404", "blob_404"]
@@ -80,6 +81,7 @@ class GitHubSim:
         self.lock = threading.RLock()
         self.credentials = Credentials()
         self.rate_limiter = RateLimiter(clock)
+        self.secondary = SecondaryLimiter(clock)
         self.faults = FaultQueue()
         self.blob_key = secrets.token_bytes(32)
         self._ids = _Ids()
@@ -136,6 +138,35 @@ class GitHubSim:
         """Requests that counted against the primary limit (304s don't); None = unauthenticated."""
         with self.lock:
             return self.rate_limiter.counted(self.credentials.bucket_of(token))
+
+    def secondary_refusals(self) -> int:
+        """Secondary-limit refusals the simulator gave on its own (too many points a minute or
+        requests at once), over all callers; those asked for with `fail_next` are not among
+        them (`injected_secondary_refusals`)."""
+        with self.lock:
+            return self.secondary.refusals()
+
+    def injected_secondary_refusals(self) -> int:
+        """Secondary-limit answers given because a test asked (`fail_next(secondary=True)`)."""
+        with self.lock:
+            return self.secondary.injected
+
+    def secondary_usage(self, token: str | None = None) -> Usage:
+        """A caller's secondary-limit record: points spent, points in its busiest 60 s,
+        refusals; None = unauthenticated. An installation token answers for its installation."""
+        with self.lock:
+            return self.secondary.usage(self.credentials.bucket_of(token))
+
+    def requests_in_flight(self, token: str | None = None) -> int:
+        """The caller's API requests being answered now (None = unauthenticated)."""
+        with self.lock:
+            return self.secondary.in_flight(self.credentials.bucket_of(token))
+
+    def secondary_report(self) -> dict[str, Usage]:
+        """Every caller's record by bucket (`anonymous`, `user:ID`, `installation:ID`,
+        `app:ID`): no token in the names."""
+        with self.lock:
+            return self.secondary.report()
 
     def reset_rate_limit(self, token: str | None = None) -> None:
         """Start a fresh window for this caller, as if the hour had passed."""
