@@ -84,7 +84,21 @@ def _demo(args: argparse.Namespace) -> int:
 def _github_sim(args: argparse.Namespace) -> int:
     from issuer.sim.serve import main_github_sim
 
-    main_github_sim(args.port, host=args.host)
+    secret = None
+    if args.webhook_secret_file is not None:
+        try:
+            with open(args.webhook_secret_file, encoding="utf-8") as file:
+                secret = file.read().strip()
+        except OSError as exc:
+            print(f"--webhook-secret-file: cannot read it ({exc.strerror})", file=sys.stderr)
+            return 2
+        if not secret:
+            print("--webhook-secret-file: the file is empty", file=sys.stderr)
+            return 2
+    if (args.webhook_url is None) != (secret is None):
+        print("--webhook-url and --webhook-secret-file go together", file=sys.stderr)
+        return 2
+    main_github_sim(args.port, host=args.host, webhook_url=args.webhook_url, webhook_secret=secret)
     return 0
 
 
@@ -173,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the GitHub simulator on its own",
         description="Serve an empty GitHub simulator: the REST API the issuer reads, a log "
         "blob host, and the control API under /_sim/ that makes repositories, runs, jobs and "
-        "log lines (docs/simulator.md). For tests and demos only: it has no authentication.",
+        "log lines (docs/simulator.md); with --webhook-url, the GitHub App's webhook "
+        "deliveries as the runs move. For tests and demos only: it has no authentication.",
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=30),
     )
     sim.add_argument(
         "--host",
@@ -182,6 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
         "demo profile runs it)",
     )
     sim.add_argument("--port", type=int, default=8001, help="port to listen on (default 8001)")
+    sim.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="send the GitHub App's webhook deliveries (workflow_job, workflow_run) there, "
+        "as GitHub does; needs --webhook-secret-file (default: no deliveries)",
+    )
+    sim.add_argument(
+        "--webhook-secret-file",
+        metavar="PATH",
+        help="a file holding the webhook secret the deliveries are signed with "
+        "(X-Hub-Signature-256); a file, so that the secret is never on a command line",
+    )
     sim.set_defaults(handler=_github_sim)
 
     keys = commands.add_parser("keys", help="signing keys")

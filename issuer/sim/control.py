@@ -3,7 +3,9 @@ driven from outside (a shell, another process). Not part of what GitHub serves."
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -338,6 +340,38 @@ def control_routes(sim: GitHubSim) -> list[BaseRoute]:
             }
         )
 
+    def webhook(request: Request, body: Body) -> Response:
+        """PUT `{"url", "secret"}`: deliveries go there from now on; DELETE: no more
+        deliveries. Every method answers the target without its secret."""
+        if request.method == "PUT":
+            try:
+                sim.deliver_to(_required(body, "url", str), _required(body, "secret", str))
+            except ValueError as exc:
+                raise _Refusal(400, str(exc)) from exc
+        elif request.method == "DELETE":
+            sim.deliver_to(None)
+        target = sim.webhooks.target
+        if target is None:
+            return JSONResponse({"url": None, "hook_id": None})
+        return JSONResponse({"url": target.url, "hook_id": target.hook_id})
+
+    def deliveries(request: Request, body: Body) -> Response:
+        return JSONResponse([attempt.as_dict() for attempt in sim.deliveries()])
+
+    def redeliver(request: Request, body: Body) -> Response:
+        try:
+            sim.redeliver(request.path_params["delivery_id"])
+        except KeyError as exc:
+            raise _Refusal(404, "no such delivery") from exc
+        return JSONResponse({}, 202)
+
+    def drop_next(request: Request, body: Body) -> Response:
+        count = _required(body, "count", int)
+        if count < 0:
+            raise _Refusal(400, "count must not be negative")
+        sim.drop_deliveries(count)
+        return JSONResponse({})
+
     def reset_limit(request: Request, body: Body) -> Response:
         sim.reset_rate_limit(_field(body, "token", str))
         return JSONResponse({})
@@ -365,7 +399,36 @@ def control_routes(sim: GitHubSim) -> list[BaseRoute]:
         ("/rate-limit", counted, ["GET"]),
         ("/rate-limit/reset", reset_limit, ["POST"]),
         ("/secondary-limit", secondary, ["GET"]),
+        ("/webhook", webhook, ["GET", "PUT", "DELETE"]),
+        ("/deliveries", deliveries, ["GET"]),
+        ("/deliveries/drop-next", drop_next, ["POST"]),
+        ("/deliveries/{delivery_id}/redeliver", redeliver, ["POST"]),
     ]
     return [
-        Route(f"/_sim{path}", _handler(sim, work), methods=methods) for path, work, methods in table
+        Route("/_sim/deliveries/flush", _flush(sim), methods=["POST"]),
+        *(
+            Route(f"/_sim{path}", _handler(sim, work), methods=methods)
+            for path, work, methods in table
+        ),
     ]
+
+
+def _flush(sim: GitHubSim) -> Callable[[Request], Awaitable[Response]]:
+    """POST `{"timeout": S}` (default 30): held deliveries go out now; answers `{"idle": true}`
+    once every delivery made so far was sent, `false` if the timeout came first. Waits
+    without the simulator's lock or its event loop."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            timeout = _field(await _body(request), "timeout", float, 30.0) or 0.0
+        except _Refusal as exc:
+            return JSONResponse({"error": exc.message}, exc.status)
+        sim.webhooks.release()
+        deadline = time.monotonic() + timeout
+        while True:  # the sender is a thread: its queue is polled, not awaited
+            if sim.deliveries_idle() or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        return JSONResponse({"idle": sim.deliveries_idle()})
+
+    return endpoint

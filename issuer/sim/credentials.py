@@ -56,6 +56,10 @@ class Credentials:
     def add_app(self, app: SimApp) -> None:
         self._apps[app.app_id] = app
 
+    def first_app(self) -> SimApp | None:
+        """The App added first, if any."""
+        return next(iter(self._apps.values()), None)
+
     def lookup(self, token: str, now: float) -> Credential | None:
         credential = self._tokens.get(token)
         if credential is None or now < credential.not_before:

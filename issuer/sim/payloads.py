@@ -21,11 +21,11 @@ class Urls:
     web: str
 
 
-def _node_id(prefix: str, number: int) -> str:
+def node_id(prefix: str, number: int) -> str:
     return prefix + base64.b64encode(number.to_bytes(8, "big")).decode().rstrip("=")
 
 
-def _time(when: float | None) -> str | None:
+def timestamp(when: float | None) -> str | None:
     return None if when is None else api_timestamp(when)
 
 
@@ -35,7 +35,7 @@ def user(u: SimUser, urls: Urls) -> Json:
     return {
         "login": u.login,
         "id": u.id,
-        "node_id": _node_id("U_kgDO" if u.type == "User" else "O_kgDO", u.id),
+        "node_id": node_id("U_kgDO" if u.type == "User" else "O_kgDO", u.id),
         "avatar_url": f"https://avatars.githubusercontent.com/u/{u.id}?v=4",
         "gravatar_id": "",
         "url": api,
@@ -60,7 +60,7 @@ def minimal_repository(repo: SimRepo, urls: Urls) -> Json:
     api = f"{urls.api}/repos/{repo.full_name}"
     payload: Json = {
         "id": repo.id,
-        "node_id": _node_id("R_kgDO", repo.id),
+        "node_id": node_id("R_kgDO", repo.id),
         "name": repo.name,
         "full_name": repo.full_name,
         "private": repo.private,
@@ -142,7 +142,7 @@ def workflow_run(run: SimRun, attempt: SimAttempt, urls: Urls) -> Json:
     return {
         "id": run.id,
         "name": run.workflow_name,
-        "node_id": _node_id("WFR_kwLO", run.id),
+        "node_id": node_id("WFR_kwLO", run.id),
         "head_branch": run.head_branch,
         "head_sha": run.head_sha,
         "path": run.path,
@@ -153,16 +153,16 @@ def workflow_run(run: SimRun, attempt: SimAttempt, urls: Urls) -> Json:
         "conclusion": attempt.conclusion,
         "workflow_id": run.workflow_id,
         "check_suite_id": run.check_suite_id,
-        "check_suite_node_id": _node_id("CS_kwDO", run.check_suite_id),
+        "check_suite_node_id": node_id("CS_kwDO", run.check_suite_id),
         "url": run_api,
         "html_url": f"{urls.web}/{repo.full_name}/actions/runs/{run.id}",
         "pull_requests": pulls,
-        "created_at": _time(run.created_at),
-        "updated_at": _time(attempt.updated_at),
+        "created_at": timestamp(run.created_at),
+        "updated_at": timestamp(attempt.updated_at),
         "actor": user(run.actor, urls),
         "run_attempt": attempt.number,
         "referenced_workflows": [],
-        "run_started_at": _time(attempt.started_at),
+        "run_started_at": timestamp(attempt.started_at),
         "triggering_actor": user(attempt.triggering_actor, urls),
         "jobs_url": f"{run_api}/jobs",
         "logs_url": f"{run_api}/logs",
@@ -178,7 +178,7 @@ def workflow_run(run: SimRun, attempt: SimAttempt, urls: Urls) -> Json:
             "id": run.head_sha,
             "tree_id": run.head_sha[::-1],
             "message": run.display_title,
-            "timestamp": _time(run.created_at),
+            "timestamp": timestamp(run.created_at),
             "author": {
                 "name": run.actor.login,
                 "email": f"{run.actor.login}@users.noreply.github.com",
@@ -197,8 +197,8 @@ def _step(step: SimStep) -> Json:
         "status": step.status,
         "conclusion": step.conclusion,
         "number": step.number,
-        "started_at": _time(step.started_at),
-        "completed_at": _time(step.completed_at),
+        "started_at": timestamp(step.started_at),
+        "completed_at": timestamp(step.completed_at),
     }
 
 
@@ -213,15 +213,15 @@ def job(j: SimJob, urls: Urls) -> Json:
         "head_branch": run.head_branch,
         "run_url": f"{api}/actions/runs/{run.id}",
         "run_attempt": j.run_attempt,
-        "node_id": _node_id("CR_kwDO", j.id),
+        "node_id": node_id("CR_kwDO", j.id),
         "head_sha": run.head_sha,
         "url": f"{api}/actions/jobs/{j.id}",
         "html_url": f"{urls.web}/{run.repository.full_name}/actions/runs/{run.id}/job/{j.id}",
         "status": j.status,
         "conclusion": j.conclusion,
-        "created_at": _time(j.created_at),
-        "started_at": _time(j.started_at if j.started_at is not None else j.created_at),
-        "completed_at": _time(j.completed_at),
+        "created_at": timestamp(j.created_at),
+        "started_at": timestamp(j.started_at if j.started_at is not None else j.created_at),
+        "completed_at": timestamp(j.completed_at),
         "name": j.name,
         "steps": [_step(s) for s in j.steps],
         "check_run_url": f"{api}/check-runs/{j.id}",
@@ -253,7 +253,7 @@ def annotation(a: Annotation, j: SimJob, urls: Urls) -> Json:
 def repository(repo: SimRepo, urls: Urls) -> Json:
     """Repository: the minimal form plus clone URLs, counters and flags."""
     host = urls.web.split("://", 1)[-1]
-    created = _time(repo.created_at)
+    created = timestamp(repo.created_at)
     return {
         **minimal_repository(repo, urls),
         "git_url": f"git://{host}/{repo.full_name}.git",
@@ -298,7 +298,7 @@ def pull_request_simple(pull: SimPullRequest, urls: Urls) -> Json:
     api = f"{urls.api}/repos/{base_name}"
     url = f"{api}/pulls/{pull.number}"
     html = f"{urls.web}/{base_name}/pull/{pull.number}"
-    created = _time(pull.created_at)
+    created = timestamp(pull.created_at)
 
     def side(repo: SimRepo, ref: str, sha: str) -> Json:
         return {
@@ -322,7 +322,7 @@ def pull_request_simple(pull: SimPullRequest, urls: Urls) -> Json:
     return {
         "url": url,
         "id": pull.id,
-        "node_id": _node_id("PR_kwDO", pull.id),
+        "node_id": node_id("PR_kwDO", pull.id),
         "html_url": html,
         "diff_url": f"{html}.diff",
         "patch_url": f"{html}.patch",

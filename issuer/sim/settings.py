@@ -51,6 +51,17 @@ class SimSettings:
     # A refusal's `retry-after`: whole seconds until enough points left the window, a blank
     # header, none at all, or those three in turn ("mixed"), as GitHub sends each at times.
     secondary_retry_after: RetryAfter = "seconds"
+    # Webhook deliveries (once `deliver_to` gave a target), as GitHub's can come: this many
+    # seconds late; each sent twice (one delivery id); held and sent in reverse order in
+    # batches of this many (0 or 1: in order; a batch not full goes out after a second);
+    # lost: all of them, or each with this probability, drawn from a random generator seeded
+    # with `webhook_seed` (`drop_deliveries(n)` loses the next n).
+    webhook_delay: float = 0.0
+    webhook_duplicate: bool = False
+    webhook_reorder: int = 0
+    webhook_drop: bool = False
+    webhook_drop_probability: float = 0.0
+    webhook_seed: int = 0
 
     def update(self, changes: Mapping[str, object]) -> None:
         """Apply `changes` (e.g. from JSON) after checking every name, type and choice."""

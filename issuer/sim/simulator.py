@@ -9,8 +9,9 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
+from issuer.sim import hook_payloads
 from issuer.sim.credentials import Credential, Credentials, SimApp, import_app_key
 from issuer.sim.faults import Fault, FaultQueue
 from issuer.sim.logs import render_log
@@ -24,10 +25,12 @@ from issuer.sim.model import (
     SimStep,
     SimUser,
 )
+from issuer.sim.payloads import Urls
 from issuer.sim.ratelimit import RateLimiter
 from issuer.sim.runner import Annotation, JobConsole, set_up_lines
 from issuer.sim.secondary import SecondaryLimiter, Usage
 from issuer.sim.settings import SimSettings
+from issuer.sim.webhooks import Attempt, Target, WebhookSender
 
 LogState = Literal["ready", "api_404", "blob_404"]
 HOSTED_GROUP = "GitHub Actions"
@@ -42,6 +45,9 @@ _COLORS = {
     "cyan": "36;1",
 }
 _SGR = re.compile(r"^[0-9;]+$")
+# Deliveries name these when no App was added with `add_app`.
+DEFAULT_APP_ID = 100_001
+DEFAULT_INSTALLATION_ID = 10_000_001
 
 
 class _Ids:
@@ -57,6 +63,7 @@ class _Ids:
             "pull": itertools.count(2_100_000_001),
             "job": itertools.count(29_000_000_000),
             "check_suite": itertools.count(31_000_000_001),
+            "hook": itertools.count(480_000_001),
         }
 
     def next(self, kind: str) -> int:
@@ -77,6 +84,9 @@ class GitHubSim:
         self.api_prefix = "/" + api_prefix.strip("/") if api_prefix.strip("/") else ""
         self.clock = clock
         self.blob_base_url: str | None = None
+        # The API's own address once served (serve_sim sets it): the links in webhook
+        # deliveries point there, else at api.github.com.
+        self.api_base_url: str | None = None
         self.request_log: list[tuple[str, str, int, bool]] = []
         self.lock = threading.RLock()
         self.credentials = Credentials()
@@ -84,6 +94,7 @@ class GitHubSim:
         self.secondary = SecondaryLimiter(clock)
         self.faults = FaultQueue()
         self.blob_key = secrets.token_bytes(32)
+        self.webhooks = WebhookSender(self.settings)
         self._ids = _Ids()
         self._users: dict[str, SimUser] = {}
         self._repos: dict[str, SimRepo] = {}
@@ -196,6 +207,73 @@ class GitHubSim:
         with self.lock:
             return self.credentials.lookup(token, self.clock())
 
+    # -- webhook deliveries ------------------------------------------------------------
+
+    def deliver_to(self, url: str | None, secret: str | bytes | None = None) -> None:
+        """Send `workflow_job` and `workflow_run` deliveries to `url`, signed with `secret`,
+        from now on (None: stop). Each names the installation of the App added first with
+        `add_app`, or `DEFAULT_INSTALLATION_ID`."""
+        if url is None:
+            self.webhooks.deliver_to(None)
+            return
+        if not secret:
+            raise ValueError("a delivery target needs a webhook secret")
+        key = secret.encode() if isinstance(secret, str) else secret
+        with self.lock:
+            hook_id = self._ids.next("hook")
+        self.webhooks.deliver_to(Target(url, key, hook_id))
+
+    def deliveries(self) -> list[Attempt]:
+        """The delivery log: every delivery sent (or dropped), in the order it happened."""
+        return self.webhooks.log()
+
+    def deliveries_idle(self) -> bool:
+        """Nothing waiting to be delivered or being delivered."""
+        return self.webhooks.idle()
+
+    def flush_deliveries(self, timeout: float = 30.0) -> bool:
+        """Wait until every delivery made so far was sent (those held for reordering at once,
+        delayed ones once due). False if `timeout` came first."""
+        return self.webhooks.flush(timeout)
+
+    def redeliver(self, delivery_id: str) -> None:
+        """GitHub's "Redeliver": the same body and delivery id sent again. KeyError if
+        unknown."""
+        self.webhooks.redeliver(delivery_id)
+
+    def drop_deliveries(self, count: int) -> None:
+        """The next `count` deliveries are lost (logged as dropped; `redeliver` still works)."""
+        self.webhooks.drop_next(count)
+
+    def _deliver(self, event: str, action: str, build: Callable[[int, Urls], Any]) -> None:
+        """Hand a delivery to the sender, built now (under the lock): what the API shows now."""
+        if self.webhooks.target is None:
+            return
+        app = self.credentials.first_app()
+        installation_id = app.installation_id if app else DEFAULT_INSTALLATION_ID
+        self.webhooks.send(
+            event,
+            action,
+            build(installation_id, self._hook_urls()),
+            app.app_id if app else DEFAULT_APP_ID,
+        )
+
+    def _hook_urls(self) -> Urls:
+        if self.api_base_url is None:
+            return Urls(api="https://api.github.com", web="https://github.com")
+        web = self.api_base_url if self.api_prefix else "https://github.com"
+        return Urls(api=self.api_base_url + self.api_prefix, web=web)
+
+    def _job_event(self, job: SimJob, action: str) -> None:
+        self._deliver(
+            "workflow_job", action, lambda i, urls: hook_payloads.workflow_job(action, job, i, urls)
+        )
+
+    def _run_event(self, run: SimRun, action: str) -> None:
+        self._deliver(
+            "workflow_run", action, lambda i, urls: hook_payloads.workflow_run(action, run, i, urls)
+        )
+
     # -- repositories ------------------------------------------------------------------
 
     def add_repository(
@@ -302,6 +380,7 @@ class GitHubSim:
             )
             run.attempts.append(SimAttempt(1, user, started_at=now, updated_at=now))
             self._runs[run.id] = run
+            self._run_event(run, "requested")
             return run
 
     def _pull_request(
@@ -364,6 +443,7 @@ class GitHubSim:
                 if job.status != "completed":
                     self.finish_job(job, conclusion)
             self._touch(run, status="completed", conclusion=conclusion)
+            self._run_event(run, "completed")
 
     def rerun(self, run: SimRun, *, actor: str | None = None) -> None:
         """A new attempt: queued, no conclusion, no jobs yet. Old attempts stay readable."""
@@ -375,6 +455,7 @@ class GitHubSim:
             run.attempts.append(
                 SimAttempt(run.run_attempt + 1, who, started_at=now, updated_at=now)
             )
+            self._run_event(run, "requested")
 
     def _touch(
         self, run: SimRun, *, status: str | None = None, conclusion: str | None = None
@@ -411,6 +492,7 @@ class GitHubSim:
             )
             run.jobs.append(job)
             self._jobs[job.id] = job
+            self._job_event(job, "queued")
             return job
 
     def job(self, job_id: int) -> SimJob | None:
@@ -434,7 +516,9 @@ class GitHubSim:
             job.runner_group_name = job.requested_runner_group
             if job.run.status in ("queued", "waiting", "requested", "pending"):
                 self._touch(job.run, status="in_progress")
+                self._run_event(job.run, "in_progress")
             self._set_up(job)
+            self._job_event(job, "in_progress")
 
     def _set_up(self, job: SimJob) -> None:
         step = SimStep("Set up job", 1, started_at=job.console.now())
@@ -553,6 +637,7 @@ class GitHubSim:
             job.conclusion = conclusion
             job.completed_at = self.clock()
             self._touch(job.run)
+            self._job_event(job, "completed")
 
     # -- what the API shows ------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from issuer.sim import GitHubSim, SimRepo, SimRun, create_sim_app
 from issuer.web.serving import BackgroundServer, bound_socket
+from tests.sim.receiver import Receiver
 from tests.sim.support import GITHUB_HEADERS, FakeClock
 
 
@@ -54,6 +55,7 @@ def server(
     running, switch = _switched
     switch.app = create_sim_app(sim)
     sim.blob_base_url = running.url_of(1)
+    sim.api_base_url = running.url_of(0)
     yield running
     switch.app = None
 
@@ -78,3 +80,17 @@ def fork(sim: GitHubSim, upstream: SimRepo) -> SimRepo:
 @pytest.fixture
 def fork_run(sim: GitHubSim, upstream: SimRepo, fork: SimRepo) -> SimRun:
     return sim.create_run(upstream, head_repository=fork, actor="contributor")
+
+
+@pytest.fixture(scope="session")
+def _receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def receiver(_receiver: Receiver) -> Iterator[Receiver]:
+    """A webhook endpoint on loopback (tests/sim/receiver.py), emptied for each test."""
+    yield _receiver.reset()
+    _receiver.gate.set()

@@ -6,12 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
 from issuer.sim import GitHubSim
 from issuer.sim.serve import serve_sim
+from tests.sim.receiver import SECRET, Receiver, validated
 from tests.sim.support import GITHUB_HEADERS, read_log
 
 
@@ -54,3 +56,40 @@ def test_github_sim_prints_its_urls_and_stops_on_ctrl_c() -> None:
         assert process.wait(timeout=10) == 0
     finally:
         process.kill()
+
+
+def test_github_sim_sends_signed_deliveries_to_the_webhook_url(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    secret_file = tmp_path / "webhook-secret"
+    secret_file.write_text(SECRET + "\n")
+    command = [sys.executable, "-m", "issuer.cli", "github-sim", "--port", "0"]
+    command += ["--webhook-url", receiver.url, "--webhook-secret-file", str(secret_file)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"}
+    )
+    try:
+        assert process.stdout is not None
+        api_url = process.stdout.readline().split()[-1]
+        with httpx.Client(base_url=f"{api_url}/_sim", timeout=20) as control:
+            control.post("/repos", json={"full_name": "octo-org/octo-repo"})
+            control.post("/runs", json={"repository": "octo-org/octo-repo"})
+            assert control.post("/deliveries/flush").json() == {"idle": True}
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+    [received] = receiver.got
+    assert validated(received)["action"] == "requested"
+    assert SECRET not in (process.stdout.read() if process.stdout else "")
+
+
+def test_github_sim_refuses_a_webhook_url_without_a_secret_file() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "issuer.cli", "github-sim", "--webhook-url", "http://x/hook"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--webhook-secret-file" in result.stderr
