@@ -243,3 +243,72 @@ def test_the_first_look_at_a_run_where_deliveries_arrive_reads_the_run_alone(
     time.sleep(0.5)
     base = f"/repos/{pr.upstream.full_name}/actions/runs/{pr.run.id}/attempts/1"
     assert requests_since(sim, 0) == [base]
+
+
+# -- the simulator's own deliveries: signed, and late, twice, out of order or lost ----------
+
+
+@pytest.fixture
+def delivering(sim: GitHubSim, hooked_issuer: str) -> Iterator[str]:
+    """GitHub delivers to the issuer from now on: its URL."""
+    sim.deliver_to(f"{hooked_issuer}/github/webhook", SECRET)
+    yield hooked_issuer
+    sim.deliver_to(None)
+
+
+def reads_of(sim: GitHubSim, path: str) -> int:
+    return sum(1 for read in requests_since(sim, 0) if read == path)
+
+
+def token_through_deliveries(http: httpx.Client, url: str, pr: ForkRun, sim: GitHubSim) -> int:
+    """A relay job prints the line and completes while the build job's exchange waits: the
+    answer's status, once the deliveries made so far were sent."""
+    relay, build = pr.job("relay"), pr.job("build")
+    made = claim(http, url, pr)
+    waiting = Exchange(http, made)
+    waiting.start()
+    first_look_done(sim, pr)
+    pr.print_and_finish(relay, made["challenge_line"])
+    assert sim.flush_deliveries(timeout=20)
+    status = waiting.answer().status_code
+    sim.finish_job(build)
+    return status
+
+
+def test_githubs_delivery_of_the_completed_job_brings_the_token(
+    http: httpx.Client, delivering: str, pr: ForkRun, sim: GitHubSim
+) -> None:
+    assert token_through_deliveries(http, delivering, pr, sim) == 200
+    relay = next(job for job in pr.run.jobs if job.name == "relay")
+    assert reads_of(sim, f"/repos/{pr.upstream.full_name}/actions/jobs/{relay.id}") == 1
+
+
+def test_a_delivery_sent_twice_is_read_once(
+    http: httpx.Client, delivering: str, pr: ForkRun, sim: GitHubSim
+) -> None:
+    sim.settings.webhook_duplicate = True
+    assert token_through_deliveries(http, delivering, pr, sim) == 200
+    relay = next(job for job in pr.run.jobs if job.name == "relay")
+    assert reads_of(sim, f"/repos/{pr.upstream.full_name}/actions/jobs/{relay.id}/logs") == 1
+
+
+def test_deliveries_out_of_order_still_bring_the_token(
+    http: httpx.Client, delivering: str, pr: ForkRun, sim: GitHubSim
+) -> None:
+    sim.settings.webhook_reorder = 3
+    assert token_through_deliveries(http, delivering, pr, sim) == 200
+
+
+def test_a_late_delivery_still_brings_the_token(
+    http: httpx.Client, delivering: str, pr: ForkRun, sim: GitHubSim
+) -> None:
+    sim.settings.webhook_delay = 1.5
+    assert token_through_deliveries(http, delivering, pr, sim) == 200
+
+
+def test_deliveries_github_lost_end_in_a_token_through_the_safety_poll(
+    http: httpx.Client, delivering: str, pr: ForkRun, sim: GitHubSim
+) -> None:
+    deliver(http, delivering, "workflow_job", job_event(pr.job("lint"), "queued"))
+    sim.settings.webhook_drop = True
+    assert token_through_deliveries(http, delivering, pr, sim) == 200
