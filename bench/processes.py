@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -77,6 +78,20 @@ class SimProcess:
         answer = httpx.get(f"{self.url}/_sim/rate-limit", params={"token": token})
         return int(answer.json()["counted"])
 
+    def secondary(self, token: str | None = None) -> dict[str, Any]:
+        """The secondary limit's record: of every bucket, or of ``token``'s (its points, its
+        peak points per minute, its refusals)."""
+        params = {"token": token} if token else {}
+        answer = httpx.get(f"{self.url}/_sim/secondary-limit", params=params, timeout=30)
+        return dict(answer.json())
+
+    def deliver_to(self, url: str, secret: str) -> None:
+        """GitHub's webhook deliveries go to ``url``, signed with ``secret``."""
+        answer = httpx.put(
+            f"{self.url}/_sim/webhook", json={"url": url, "secret": secret}, timeout=10
+        )
+        answer.raise_for_status()
+
     def refusals(self) -> int:
         """Answers 403 or 429 so far."""
         entries = httpx.get(f"{self.url}/_sim/requests", timeout=30).json()
@@ -117,6 +132,8 @@ class Replicas:
                 "ISSUER_CLAIMS_PER_ADDRESS": "0",
                 "ISSUER_CLAIMS_PER_REPOSITORY": "0",
                 "ISSUER_CLAIMS_PER_RUN": "0",
+                # each replica its own metrics listener (the default port is one per host)
+                "ISSUER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
                 **(env or {}),
             }
             output = open(logs / f"replica-{port}.log", "w") if logs else subprocess.DEVNULL

@@ -264,6 +264,8 @@ class RunWatches:
     async def asked(self, key: RunKey) -> None:
         """An exchange waits on the run now, having written ``RunState.want_write()``: make
         sure the run is watched, and looked at now."""
+        if key.tag in self._watching:  # known here at once, not at the ticker's next read
+            self._wanted[key.tag] = max(self._clock(), self._wanted.get(key.tag, 0.0))
         self._wake(key)
         await self._ensure_watched(key, first_look=0.0)
         self._ensure_ticker()
@@ -430,6 +432,7 @@ class RunWatches:
                         return  # every claim seen or expired
                     if work != "check":
                         await self._one_look(key, state, memo, loop, recent, work, now)
+                        continue  # what came in during the look (a hint, say) is due now
                 wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), pace.tick)
@@ -460,6 +463,8 @@ class RunWatches:
         asked = wanted is not None and wanted > loop.last_look
         soon_enough = now - loop.last_look >= pace.min_gap
         if not loop.looked:
+            if loop.hinted_jobs or loop.run_hinted:
+                return "pointed"  # a delivery came first: the run and that job, at once
             return "poll" if now >= loop.next_poll or (asked and soon_enough) else None
         if loop.rejected_at is not None:
             # A refused run costs nothing more, unless an exchange asks after the refusal.
@@ -503,15 +508,18 @@ class RunWatches:
         pace = self.pacing
         loop.pointed = work == "pointed"
         await self._read_charges(state, loop, now)
+        hooked = await self._hooked(key, loop, now)
+        # Where deliveries arrive, a poll after the first look is the safety poll, for a
+        # delivery GitHub lost: it yields to every look that can bring a token sooner.
+        safety = work == "poll" and hooked and loop.looked
 
         def priority() -> Priority:
-            if loop.demoted:
-                return Priority.IDLE  # every claimant spent its share
+            if loop.demoted or safety:
+                return Priority.IDLE  # every claimant spent its share, or a safety poll
             if self._waiting(key, self._clock()):
                 return Priority.WAITING
             return Priority.FINISHED if loop.pointed else Priority.IDLE
 
-        hooked = await self._hooked(key, loop, now)
         if work == "pointed":
             # The run's facts do not change within an attempt; its status does, and a
             # workflow_run delivery (a run hint) says when.
