@@ -121,13 +121,20 @@ class RunReader:
         jobs: Iterable[JobFacts] = (),
         wanted: WantedCodes | None = None,
     ) -> Look:
-        """A pointed look: the jobs ``job_ids`` (a delivery said they completed) read one by
-        one, and the logs of ``jobs`` (read before, their logs not served yet). ``run``: the
-        attempt as read before, or None to read it."""
+        """A pointed look: the jobs ``job_ids`` (a delivery said they completed), read alone
+        (or, for several, with one listing of the attempt's jobs), and the logs of ``jobs``
+        (read before, their logs not served yet). ``run``: the attempt as read before, or
+        None to read it."""
         if run is None:
             run = await self._read_run(key.repository, key.run_id, key.run_attempt)
             check_run(run, key.repository, key.run_id)
-        read = await asyncio.gather(*(self._job(key.repository, job_id) for job_id in job_ids))
+        wanted_ids = set(job_ids)
+        read: list[JobFacts | None]
+        if len(wanted_ids) > 1:  # one page of the attempt's jobs costs what one job does
+            listed = await self._jobs(key.repository, run.id, run.run_attempt)
+            read = [job for job in listed if job.id in wanted_ids]
+        else:
+            read = [await self._job(key.repository, job_id) for job_id in wanted_ids]
         # A job of another run or attempt is no job of this look, whatever a delivery said.
         hinted = [
             job

@@ -7,7 +7,7 @@ from issuer.github.facts import JobFacts
 from issuer.oidc.challenge import LogScan, challenge_line, new_code
 from issuer.oidc.runs import Memo, RunKey
 from issuer.oidc.watcher import RunReader
-from issuer.sim import GitHubSim, SimRun
+from issuer.sim import GitHubSim, SimJob, SimRun
 from tests.github.conftest import (
     MakeClient,
     clock,
@@ -53,3 +53,79 @@ async def test_a_log_is_searched_for_the_codes_pending_once_its_job_was_listed_c
     look = await reader.look(key, Memo(), waiting=True, now=0.0, wanted=wanted)
     assert listed_before == [True]
     assert set(look.found) == {code}
+
+
+def _relay_job(sim: GitHubSim, run: SimRun, name: str, code: str) -> SimJob:
+    """A completed job whose client step printed ``code``'s line."""
+    job = sim.add_job(run, name)
+    sim.start_step(job, "Relay", script="issuer token relay --slot build")
+    sim.elapse(job, 2.0)
+    sim.print_line(job, challenge_line(code))
+    sim.finish_job(job)
+    return job
+
+
+async def test_a_pointed_look_at_one_job_reads_that_job_and_its_log_alone(
+    sim: GitHubSim, make_client: MakeClient, fork_run: SimRun, transport: RecordingTransport
+) -> None:
+    sim.add_token("ghp_reader")
+    code = new_code()
+    relay = _relay_job(sim, fork_run, "relay", code)
+    _relay_job(sim, fork_run, "other", new_code())
+    github = make_client(("ghp_reader",))
+    reader = RunReader(github, logs=LogChannel(github, scanner))
+    key = RunKey(UPSTREAM, fork_run.id, 1)
+
+    async def wanted() -> frozenset[str]:
+        return frozenset({code})
+
+    look = await reader.look_at(key, Memo(), run=None, job_ids=[relay.id], wanted=wanted)
+    assert set(look.found) == {code}
+    paths = [r.url.path for r in transport.requests]
+    assert [p for p in paths if "/actions/" in p and "/runs/" not in p] == [
+        f"/repos/{UPSTREAM}/actions/jobs/{relay.id}",
+        f"/repos/{UPSTREAM}/actions/jobs/{relay.id}/logs",
+    ]
+
+
+async def test_a_pointed_look_at_several_jobs_lists_them_once(
+    sim: GitHubSim, make_client: MakeClient, fork_run: SimRun, transport: RecordingTransport
+) -> None:
+    sim.add_token("ghp_reader")
+    codes = [new_code() for _ in range(3)]
+    for number, code in enumerate(codes):
+        _relay_job(sim, fork_run, f"matrix ({number})", code)
+    github = make_client(("ghp_reader",))
+    reader = RunReader(github, logs=LogChannel(github, scanner))
+    key = RunKey(UPSTREAM, fork_run.id, 1)
+
+    async def wanted() -> frozenset[str]:
+        return frozenset(codes)
+
+    ids = [job.id for job in fork_run.jobs]
+    look = await reader.look_at(key, Memo(), run=None, job_ids=ids, wanted=wanted)
+    assert set(look.found) == set(codes)
+    paths = [r.url.path for r in transport.requests]
+    assert sum(p.endswith("/jobs") for p in paths) == 1
+    assert not any(
+        f"/actions/jobs/{job_id}" == p.split(UPSTREAM)[-1] for p in paths for job_id in ids
+    )
+
+
+async def test_a_pointed_look_ignores_a_job_of_another_run(
+    sim: GitHubSim, make_client: MakeClient, fork_run: SimRun
+) -> None:
+    sim.add_token("ghp_reader")
+    code = new_code()
+    upstream_repo = fork_run.repository
+    other_run = sim.create_run(upstream_repo, head_repository=fork_run.head_repository)
+    forged = _relay_job(sim, other_run, "attacker", code)
+    github = make_client(("ghp_reader",))
+    reader = RunReader(github, logs=LogChannel(github, scanner))
+
+    async def wanted() -> frozenset[str]:
+        return frozenset({code})
+
+    key = RunKey(UPSTREAM, fork_run.id, 1)
+    look = await reader.look_at(key, Memo(), run=None, job_ids=[forged.id], wanted=wanted)
+    assert look.found == {}
