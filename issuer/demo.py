@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import secrets
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -97,15 +98,21 @@ def _run(narrator: Narrator, servers: list[Stoppable]) -> int:
 
     issuer_socket = bound_socket()
     issuer_url = "http://{}:{}".format(*issuer_socket.getsockname()[:2])
+    webhook_secret = secrets.token_hex(32)
     config = IssuerConfig(
         issuer_url=issuer_url,
         github_api_url=github.url_of(0),
         github_tokens=(DEMO_GITHUB_TOKEN,),
         poll_interval=1,
+        github_webhook_secret=webhook_secret.encode(),
     )
     issuer = BackgroundServer(create_app(lambda: IssuerService.start(config)), [issuer_socket])
     servers.append(issuer.start())
-    narrator.step(f"issuer at {issuer_url}, in-process store, a fresh RS256 signing key")
+    sim.deliver_to(f"{issuer_url}/github/webhook", webhook_secret)
+    narrator.step(
+        f"issuer at {issuer_url}, in-process store, a fresh RS256 signing key; GitHub's "
+        "signed workflow_job and workflow_run deliveries go to its /github/webhook"
+    )
 
     run = sim.create_run(upstream, head_repository=fork, actor="contributor")
     token, relay_job = relay_pattern(narrator, sim, run, issuer_url)
@@ -172,7 +179,10 @@ def relay_pattern(
     sim.finish_job(relay_job)
     narrator.step("job 'relay' fetched the slot's public challenge line, printed it, completed:")
     narrator.detail(line)
-    narrator.step("job 'build' exchanges its claim; the issuer reads 'relay''s log through the API")
+    narrator.step(
+        "job 'build' exchanges its claim; GitHub's delivery of 'relay' completed points the "
+        "issuer at that job: it reads the job and its log through the API (a delivery is no proof)"
+    )
     token = builder.exchange(claim.claim_id, timeout=60, relay="build")
     sim.print_line(build_job, f"::add-mask::{token}")
     return token, relay_job
