@@ -520,6 +520,8 @@ class RunWatches:
                 return Priority.WAITING
             return Priority.FINISHED if loop.pointed else Priority.IDLE
 
+        hinted: set[int] = set()
+        run_hinted = False
         if work == "pointed":
             # The run's facts do not change within an attempt; its status does, and a
             # workflow_run delivery (a run hint) says when.
@@ -527,6 +529,7 @@ class RunWatches:
             retries = loop.retries_due(now)
             job_ids = set(loop.hinted_jobs) | {r.job.id for r in retries if not r.job.completed}
             logs = [r.job for r in retries if r.job.completed and r.job.id not in job_ids]
+            hinted, run_hinted = set(loop.hinted_jobs), loop.run_hinted
             loop.hinted_jobs.clear()
             loop.run_hinted = False
             for retry in retries:
@@ -577,6 +580,9 @@ class RunWatches:
             loop.not_before = loop.next_poll = done + outcome.rest
             for retry in loop.retries.values():
                 retry.at = min(retry.at, loop.not_before)
+            if work == "pointed":  # GitHub could not be read: the hints still stand
+                loop.hinted_jobs |= hinted
+                loop.run_hinted = loop.run_hinted or run_hinted
             return
         loop.failures = 0
         loop.retry(outcome.not_ready, done, pace)
@@ -593,7 +599,9 @@ class RunWatches:
 
     async def _read_charges(self, state: RunState, loop: _Loop, now: float) -> None:
         """Who claimed the run, and whether each of them spent its share (read now and then)."""
-        if self._charges is None or now - loop.charges_read_at < self.pacing.charges_check:
+        if self._charges is None or self._charges.allowance == 0:
+            return  # looks are not charged
+        if now - loop.charges_read_at < self.pacing.charges_check:
             return
         loop.charges_read_at = now
         try:

@@ -5,11 +5,13 @@ every look at the priority it deserves (issue 16)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
 
+from issuer.github.errors import GitHubUnavailable
 from issuer.github.facts import JobFacts, RunFacts
 from issuer.github.pacing import Priority, current_priority
 from issuer.oidc.charges import AddressCharges
@@ -38,8 +40,15 @@ FUTURE = 2_000_000_000
 class CountingReader:
     """Counts looks of each kind and the priority each was made at; refuses the run if told."""
 
-    def __init__(self, *, refuse: bool = False, not_ready: list[JobFacts] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        refuse: bool = False,
+        not_ready: list[JobFacts] | None = None,
+        pointed_failures: int = 0,
+    ) -> None:
         self.refuse = refuse
+        self.pointed_failures = pointed_failures
         self.polls: list[Priority] = []
         self.pointed: list[tuple[Priority, list[int], list[int]]] = []
         self.not_ready = not_ready or []
@@ -54,6 +63,9 @@ class CountingReader:
         self, key: RunKey, memo: Memo, *, run: RunFacts | None, job_ids: Any, jobs: Any, **_: Any
     ) -> Look:
         self.pointed.append((current_priority(), list(job_ids), [job.id for job in jobs]))
+        if self.pointed_failures:
+            self.pointed_failures -= 1
+            raise GitHubUnavailable("GitHub answered 502", retry_after=1)  # rests 0.5 s
         return Look(RUN, [], {}, list(self.not_ready))
 
 
@@ -64,14 +76,16 @@ async def store() -> AsyncIterator[MemoryStore]:
     await store.close()
 
 
-def watching(
+@contextlib.asynccontextmanager
+async def watching(
     store: MemoryStore,
     reader: CountingReader,
     *,
     charges: AddressCharges | None = None,
     deliveries: bool = False,
-) -> RunWatches:
-    return RunWatches(
+) -> AsyncIterator[RunWatches]:
+    """A replica's watches for the length of the block."""
+    replica = RunWatches(
         store,
         cast(RunReader, reader),
         issuer="https://issuer.test",
@@ -80,6 +94,10 @@ def watching(
         charges=charges,
         deliveries=deliveries,
     )
+    try:
+        yield replica
+    finally:
+        await replica.close()
 
 
 async def exchange_waits(replica: RunWatches, store: MemoryStore, key: RunKey = KEY) -> None:
@@ -91,79 +109,61 @@ async def test_a_run_nobody_waits_for_is_looked_at_once_and_then_costs_nothing(
     store: MemoryStore,
 ) -> None:
     reader = CountingReader()
-    replica = watching(store, reader)
-    try:
+    async with watching(store, reader) as replica:
         await replica.claimed(KEY, "code-a", FUTURE)
         await asyncio.sleep(0.5)
         assert len(reader.polls) == 1  # is it a run we vouch for? then nothing
-    finally:
-        await replica.close()
 
 
 async def test_a_run_an_exchange_waits_on_is_polled(store: MemoryStore) -> None:
     reader = CountingReader()
-    replica = watching(store, reader)
-    try:
+    async with watching(store, reader) as replica:
         await replica.claimed(KEY, "code-a", FUTURE)
         await exchange_waits(replica, store)
         await asyncio.sleep(0.5)
         assert len(reader.polls) > 3
-    finally:
-        await replica.close()
 
 
 async def test_a_refused_run_is_not_looked_at_again_while_the_same_exchange_waits(
     store: MemoryStore,
 ) -> None:
     reader = CountingReader(refuse=True)
-    replica = watching(store, reader)
-    try:
+    async with watching(store, reader) as replica:
         await replica.claimed(KEY, "code-a", FUTURE)
         await exchange_waits(replica, store)
         await asyncio.sleep(0.5)
         assert len(reader.polls) == 1
-    finally:
-        await replica.close()
 
 
 async def test_a_refused_run_is_looked_at_again_when_an_exchange_asks_after_the_refusal(
     store: MemoryStore,
 ) -> None:
     reader = CountingReader(refuse=True)
-    replica = watching(store, reader)
-    try:
+    async with watching(store, reader) as replica:
         await replica.claimed(KEY, "code-a", FUTURE)
         await asyncio.sleep(0.2)
         await exchange_waits(replica, store)
         await asyncio.sleep(0.2)
         assert len(reader.polls) == 2
-    finally:
-        await replica.close()
 
 
 async def test_a_run_nobody_waits_for_is_looked_at_at_the_lowest_priority(
     store: MemoryStore,
 ) -> None:
     reader = CountingReader()
-    replica = watching(store, reader)
-    try:
+    async with watching(store, reader) as replica:
         await replica.claimed(KEY, "code-a", FUTURE)
         await asyncio.sleep(0.2)
         assert reader.polls == [Priority.IDLE]
-    finally:
-        await replica.close()
 
 
 async def test_a_run_an_exchange_waits_on_is_looked_at_first(store: MemoryStore) -> None:
     reader = CountingReader()
-    replica = watching(store, reader)
-    try:
+    async with watching(store, reader) as replica:
         await replica.claimed(KEY, "code-a", FUTURE)
         await exchange_waits(replica, store)
         await asyncio.sleep(0.2)
         assert set(reader.polls) == {Priority.WAITING}
-    finally:
-        await replica.close()
 
 
 async def test_a_hooked_repositorys_run_is_not_polled_while_an_exchange_waits(
@@ -171,21 +171,17 @@ async def test_a_hooked_repositorys_run_is_not_polled_while_an_exchange_waits(
 ) -> None:
     await store.set(hooked_key(KEY.repository), b"1", ttl=600)
     reader = CountingReader()
-    replica = watching(store, reader, deliveries=True)
-    try:
+    async with watching(store, reader, deliveries=True) as replica:
         await replica.claimed(KEY, "code-a", FUTURE)
         await exchange_waits(replica, store)
         await asyncio.sleep(0.5)
         assert len(reader.polls) == 1  # the first look; then deliveries say when
-    finally:
-        await replica.close()
 
 
 async def test_a_delivery_points_the_watcher_at_its_job_alone(store: MemoryStore) -> None:
     await store.set(hooked_key(KEY.repository), b"1", ttl=600)
     reader = CountingReader()
-    replica = watching(store, reader, deliveries=True)
-    try:
+    async with watching(store, reader, deliveries=True) as replica:
         await replica.claimed(KEY, "code-a", FUTURE)
         await asyncio.sleep(0.1)
         state = replica.state(KEY)
@@ -193,8 +189,6 @@ async def test_a_delivery_points_the_watcher_at_its_job_alone(store: MemoryStore
         await asyncio.sleep(0.2)
         assert reader.pointed == [(Priority.FINISHED, [4242], [])]
         assert len(reader.polls) == 1
-    finally:
-        await replica.close()
 
 
 async def test_a_log_not_served_yet_is_read_again_on_a_doubling_delay() -> None:
@@ -223,15 +217,12 @@ async def test_a_log_not_served_yet_is_read_alone_not_with_the_whole_run(
 ) -> None:
     job = JobFacts(7, "relay", "completed", 1, None)
     reader = CountingReader(not_ready=[job])
-    replica = watching(store, reader)
-    try:
+    async with watching(store, reader) as replica:
         await replica.claimed(KEY, "code-a", FUTURE)
         await asyncio.sleep(0.3)
         assert len(reader.polls) == 1  # nobody waits: no poll, but the log is retried
         assert len(reader.pointed) >= 2
         assert all(logs == [7] and not ids for _, ids, logs in reader.pointed)
-    finally:
-        await replica.close()
 
 
 async def test_looks_are_charged_to_the_addresses_that_claimed_the_run(
@@ -239,12 +230,9 @@ async def test_looks_are_charged_to_the_addresses_that_claimed_the_run(
 ) -> None:
     charges = AddressCharges(store, allowance=100)
     reader = CountingReader()
-    replica = watching(store, reader, charges=charges)
-    try:
+    async with watching(store, reader, charges=charges) as replica:
         await replica.claimed(KEY, "code-a", FUTURE, claimant="192.0.2.1")
         await asyncio.sleep(0.2)
-    finally:
-        await replica.close()
     # The reader made no request: a look is charged the points it spent, here none.
     assert await charges.spent(["192.0.2.1"]) == [0]
 
@@ -255,14 +243,11 @@ async def test_a_run_whose_claimants_spent_their_share_waits_behind_the_others(
     charges = AddressCharges(store, allowance=10)
     await charges.charge(["192.0.2.1"], 10)
     reader = CountingReader()
-    replica = watching(store, reader, charges=charges)
-    try:
+    async with watching(store, reader, charges=charges) as replica:
         await replica.claimed(KEY, "code-a", FUTURE, claimant="192.0.2.1")
         await exchange_waits(replica, store)
         await asyncio.sleep(0.2)
         assert reader.polls and set(reader.polls) == {Priority.IDLE}
-    finally:
-        await replica.close()
 
 
 async def test_a_run_with_one_claimant_within_its_share_is_not_held_back(
@@ -271,13 +256,22 @@ async def test_a_run_with_one_claimant_within_its_share_is_not_held_back(
     charges = AddressCharges(store, allowance=10)
     await charges.charge(["192.0.2.1"], 10)
     reader = CountingReader()
-    replica = watching(store, reader, charges=charges)
-    other = RunKey(KEY.repository, KEY.run_id, KEY.run_attempt)
-    try:
-        await replica.claimed(other, "code-a", FUTURE, claimant="192.0.2.1")
-        await replica.claimed(other, "code-b", FUTURE, claimant="198.51.100.7")
-        await exchange_waits(replica, store, other)
+    async with watching(store, reader, charges=charges) as replica:
+        await replica.claimed(KEY, "code-a", FUTURE, claimant="192.0.2.1")
+        await replica.claimed(KEY, "code-b", FUTURE, claimant="198.51.100.7")
+        await exchange_waits(replica, store)
         await asyncio.sleep(0.2)
         assert set(reader.polls) == {Priority.WAITING}
-    finally:
-        await replica.close()
+
+
+async def test_a_deliverys_hint_outlives_a_look_github_could_not_answer(
+    store: MemoryStore,
+) -> None:
+    await store.set(hooked_key(KEY.repository), b"1", ttl=600)
+    reader = CountingReader(pointed_failures=1)
+    async with watching(store, reader, deliveries=True) as replica:
+        await replica.claimed(KEY, "code-a", FUTURE)
+        await asyncio.sleep(0.1)
+        await store.write_many(replica.state(KEY).hint_writes("4242"))
+        await asyncio.sleep(1.0)
+        assert [ids for _, ids, _ in reader.pointed] == [[4242], [4242]]
