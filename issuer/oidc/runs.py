@@ -146,10 +146,6 @@ class RunState:
     def wanted_key(self) -> str:
         return self._wanted
 
-    @property
-    def hinted_key(self) -> str:
-        return self._hinted
-
     # -- claims waiting on the run ----------------------------------------------------------
 
     def claim_writes(self, code: str, expires_at: int, claimant: str | None = None) -> list[Write]:

@@ -410,7 +410,12 @@ class RunWatches:
             # Inside the try: a store error here too must end in the cleanup below, or the
             # run would stay marked as watched by this replica, and never be looked at again.
             memo = await state.memo()
-            for seen, at in ((self._wanted, await state.wanted_at()), (self._hinted, 0.0)):
+            # What was asked for, or pointed at, before this loop began (another replica's).
+            started = (
+                (self._wanted, await state.wanted_at()),
+                (self._hinted, await state.hinted_at()),
+            )
+            for seen, at in started:
                 if at is not None and at > seen.get(key.tag, 0.0):
                     seen[key.tag] = at
             loop.next_check = self._clock() + pace.idle_check

@@ -21,6 +21,7 @@ log and the run from GitHub's API, as it would without deliveries. So a forged d
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -33,7 +34,7 @@ from typing import Any
 
 from issuer.oidc.runs import RUN_HINT, RunKey, hooked_key
 from issuer.oidc.watch import RunWatches
-from issuer.store import Store
+from issuer.store import Put, Store, Write
 from issuer.web.errors import ApiError, invalid_request
 
 log = logging.getLogger(__name__)
@@ -117,21 +118,25 @@ class WebhookReceiver:
         return "taken"
 
     async def _take(self, delivery: Delivery) -> None:
-        await self._store.set(
-            hooked_key(delivery.repository), repr(self._clock()).encode(), ttl=HOOKED_FOR
-        )
-        if delivery.action != "completed":
-            return
-        hint = str(delivery.job_id) if delivery.job_id is not None else RUN_HINT
-        # A claim names the attempt, or not (then the latest is watched): both may be watched.
-        for key in (
-            RunKey(delivery.repository, delivery.run_id, delivery.run_attempt),
-            RunKey(delivery.repository, delivery.run_id, None),
-        ):
-            state = self._watches.state(key)
-            if not await state.is_claimed():
-                continue
-            await self._store.write_many(state.hint_writes(hint))
+        """The repository marked as delivering and, for a completion, a hint to each watched
+        run it names: the claims read in one round trip, the writes in another."""
+        writes: list[Write] = [
+            Put(hooked_key(delivery.repository), repr(self._clock()).encode(), ttl=HOOKED_FOR)
+        ]
+        hinted: list[RunKey] = []
+        if delivery.action == "completed":
+            hint = str(delivery.job_id) if delivery.job_id is not None else RUN_HINT
+            # A claim names the attempt, or not (then the latest is watched): both may be.
+            keys = [
+                RunKey(delivery.repository, delivery.run_id, delivery.run_attempt),
+                RunKey(delivery.repository, delivery.run_id, None),
+            ]
+            claimed = await asyncio.gather(*(self._watches.state(k).is_claimed() for k in keys))
+            hinted = [key for key, has_claims in zip(keys, claimed, strict=True) if has_claims]
+            for key in hinted:
+                writes += self._watches.state(key).hint_writes(hint)
+        await self._store.write_many(writes)
+        for key in hinted:
             self._watches.hinted(key)
             log.info(
                 "delivery: %s %s in %s: looking", delivery.event, delivery.action, key.describe()

@@ -225,18 +225,6 @@ async def test_a_log_not_served_yet_is_read_alone_not_with_the_whole_run(
         assert all(logs == [7] and not ids for _, ids, logs in reader.pointed)
 
 
-async def test_looks_are_charged_to_the_addresses_that_claimed_the_run(
-    store: MemoryStore,
-) -> None:
-    charges = AddressCharges(store, allowance=100)
-    reader = CountingReader()
-    async with watching(store, reader, charges=charges) as replica:
-        await replica.claimed(KEY, "code-a", FUTURE, claimant="192.0.2.1")
-        await asyncio.sleep(0.2)
-    # The reader made no request: a look is charged the points it spent, here none.
-    assert await charges.spent(["192.0.2.1"]) == [0]
-
-
 async def test_a_run_whose_claimants_spent_their_share_waits_behind_the_others(
     store: MemoryStore,
 ) -> None:
